@@ -1,0 +1,160 @@
+"""The model catalog as data: model cards, prices and backend configurations.
+
+The shipped catalog and the operator's overrides are plain dicts (parsed from TOML elsewhere);
+`build_catalog` merges them by model id and validates the result. Pure: no file access here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from modelport.core.money import format_cny, nano_per_token
+
+ThinkingMode = Literal["hybrid", "always", "none"]
+ToolFormat = Literal["qwen3_json", "qwen3_coder_xml", "none"]
+Dialect = Literal["generic", "vllm", "sglang", "llamacpp_server", "ollama", "raw"]
+
+
+class ConfigError(Exception):
+    """The catalog or settings are invalid; raised at start-up with what to fix."""
+
+
+class Pricing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """CNY per 1,000 tokens, as exact decimal strings."""
+
+    input_per_1k: str = "0"
+    output_per_1k: str = "0"
+
+    @property
+    def input_nano(self) -> int:
+        """Nano-yuan per input token."""
+        return nano_per_token(self.input_per_1k)
+
+    @property
+    def output_nano(self) -> int:
+        """Nano-yuan per output token (reasoning included)."""
+        return nano_per_token(self.output_per_1k)
+
+    def cost_nano(self, prompt_tokens: int, completion_tokens: int) -> int:
+        return prompt_tokens * self.input_nano + completion_tokens * self.output_nano
+
+    def per_token_strings(self) -> tuple[str, str]:
+        return format_cny(self.input_nano), format_cny(self.output_nano)
+
+
+class LlamaCppBackend(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="llamacpp", tag_field="kind"
+):
+    """The in-process llama.cpp engine on a local GGUF file.
+
+    `path` is a file path, or `package:<python package>/<file>` for a model shipped inside an
+    installed package.
+    """
+
+    path: str
+    n_threads: int | None = None  # None: the server-wide default (MODELPORT_LLAMA_THREADS)
+    n_ctx: int | None = None  # None: the card's context_length, capped by the model's own
+    instances: int = 1  # engine instances (each with its own thread) serving in parallel
+    max_queue: int = 64  # requests waiting beyond this get 503 with Retry-After
+    chat_template: str | None = None  # a Jinja template overriding the GGUF's own
+    name: str | None = None
+    priority: int = 0
+    weight: int = 1
+
+
+class OpenAICompatBackend(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="openai_compat", tag_field="kind"
+):
+    """Any OpenAI-compatible upstream: vLLM, SGLang, llama.cpp server, Ollama, a provider."""
+
+    url: str  # the base URL, ending in /v1 as such servers document it
+    api_key: str | None = None  # a literal, or "env:NAME" to read it from the environment
+    dialect: Dialect = "generic"
+    upstream_model: str | None = None  # the model name the upstream knows; default: the card id
+    timeout: float = 600.0  # seconds for a whole response
+    connect_timeout: float = 10.0
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    name: str | None = None
+    priority: int = 0
+    weight: int = 1
+
+
+BackendConfig = LlamaCppBackend | OpenAICompatBackend
+
+
+class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: str
+    name: str
+    description: str
+    context_length: int
+    pricing: Pricing = Pricing()
+    thinking: ThinkingMode = "none"
+    tool_format: ToolFormat = "none"
+    supported_parameters: tuple[str, ...] = ()
+    backends: tuple[BackendConfig, ...] = ()
+    max_output_tokens: int | None = None
+    owned_by: str = "modelport"
+    created: int = 0
+    hidden: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.backends)
+
+
+class Catalog(msgspec.Struct, frozen=True):
+    models: tuple[ModelCard, ...]
+
+    def get(self, model_id: str) -> ModelCard | None:
+        for card in self.models:
+            if card.id == model_id:
+                return card
+        return None
+
+    def by_id(self) -> dict[str, ModelCard]:
+        return {card.id: card for card in self.models}
+
+
+def _convert_card(raw: Mapping[str, Any], source: str) -> ModelCard:
+    try:
+        card = msgspec.convert(raw, ModelCard)
+    except msgspec.ValidationError as exc:
+        model = raw.get("id", "?")
+        raise ConfigError(f"{source}: model {model!r}: {exc}") from None
+    try:
+        _ = card.pricing.input_nano, card.pricing.output_nano
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model {card.id!r}: pricing: {exc}") from None
+    if card.context_length < 1:
+        raise ConfigError(f"{source}: model {card.id!r}: context_length must be >= 1")
+    return card
+
+
+def build_catalog(
+    shipped: Iterable[Mapping[str, Any]], overrides: Iterable[Mapping[str, Any]] = ()
+) -> Catalog:
+    """Merge the operator's model entries into the shipped ones by id.
+
+    An override replaces the fields it names (tables such as `pricing` are merged key by key;
+    `backends` is replaced whole); an id the shipped catalog lacks adds a model.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in shipped:
+        merged[str(entry.get("id"))] = dict(entry)
+    for entry in overrides:
+        if "id" not in entry:
+            raise ConfigError("config: every [[models]] entry needs an id")
+        model_id = str(entry["id"])
+        base = merged.get(model_id, {})
+        combined = dict(base)
+        for key, value in entry.items():
+            if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+                combined[key] = {**base[key], **value}
+            else:
+                combined[key] = value
+        merged[model_id] = combined
+    cards = tuple(_convert_card(raw, "catalog") for raw in merged.values())
+    return Catalog(models=cards)

@@ -1,0 +1,1 @@
+"""Wire formats: decoders and encoders between HTTP bodies and canonical types. Pure, no I/O."""

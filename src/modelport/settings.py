@@ -1,0 +1,117 @@
+"""The one place that reads the environment and the operator's config file.
+
+`load_settings()` builds one frozen `Settings` value from `MODELPORT_*` environment variables
+and the optional TOML file named by `MODELPORT_CONFIG`; the environment wins over the file.
+Everything else receives the value; nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from modelport.core.catalog import ConfigError
+
+PREFIX = "MODELPORT_"
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./data"
+    config: str | None = None
+    database_url: str | None = None  # default: SQLite in data_dir
+    public_url: str | None = None  # used in model pages and code samples
+    log_level: LogLevel = "info"
+    workers: int = 1
+    llama_threads: int = 1  # default n_threads for llama.cpp backends that set none
+    key_cache_ttl: float = 5.0  # seconds an API key lookup is trusted before re-reading
+    max_request_bytes: int = 32 * 1024 * 1024
+    # [[models]] entries from the config file, merged into the shipped catalog by id
+    models: tuple[dict[str, Any], ...] = ()
+    # Secrets referenced as "env:NAME" in the config file, resolved here at load time.
+    secrets: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'modelport.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+# Settings that can come from the environment (all but the file-only `models`/`secrets`).
+ENV_FIELDS: tuple[str, ...] = tuple(
+    name for name in Settings.__struct_fields__ if name not in ("models", "secrets")
+)
+FILE_FIELDS: tuple[str, ...] = tuple(
+    name for name in Settings.__struct_fields__ if name not in ("config", "secrets")
+)
+
+
+def _secret_references(value: object, found: set[str]) -> None:
+    if isinstance(value, str) and value.startswith("env:"):
+        found.add(value[4:])
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _secret_references(item, found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _secret_references(item, found)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from `environ` (default: the process environment) and the file."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    config_path = env.get(PREFIX + "CONFIG")
+    if config_path:
+        try:
+            with open(config_path, "rb") as handle:
+                file_values = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"MODELPORT_CONFIG={config_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: invalid TOML: {exc}") from None
+        unknown = sorted(set(file_values) - set(FILE_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{config_path}: unknown setting(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(FILE_FIELDS)}"
+            )
+        raw.update(file_values)
+        raw["config"] = config_path
+    for key, value in env.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key[len(PREFIX) :].lower()
+        if name not in ENV_FIELDS:
+            valid = ", ".join(PREFIX + field.upper() for field in ENV_FIELDS)
+            raise ConfigError(f"unknown environment variable {key}; valid: {valid}")
+        raw[name] = value
+    references: set[str] = set()
+    _secret_references(raw.get("models", ()), references)
+    missing = sorted(name for name in references if name not in env)
+    if missing:
+        raise ConfigError(f"config refers to unset environment variable(s): {', '.join(missing)}")
+    raw["secrets"] = {name: env[name] for name in references}
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def resolve_secret(value: str | None, settings: Settings) -> str | None:
+    """Turn an `env:NAME` reference into its value (captured at load time)."""
+    if value is not None and value.startswith("env:"):
+        return settings.secrets[value[4:]]
+    return value
