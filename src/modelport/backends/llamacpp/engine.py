@@ -1,0 +1,209 @@
+"""`LlamaCppEngine`: the in-process llama.cpp backend.
+
+`config.instances` workers (one `Llama` and one thread each) pull jobs from one shared queue;
+`stream` submits a job and relays the worker's messages as canonical events. The event loop
+never calls into llama.cpp: messages cross over with `loop.call_soon_threadsafe`.
+
+Choices worth knowing:
+- an output limit beyond the remaining context is clamped to it, never refused;
+- completion_tokens counts every token sampled, the end-of-generation token and the tokens of
+  a stop string that was cut from the text included;
+- a request without a seed gets a fresh random one (llama.cpp's default repeats across runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncGenerator
+from pathlib import PurePosixPath
+from typing import Any
+
+from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.model_file import (
+    PACKAGE_PREFIX,
+    read_train_context,
+    resolve_model_path,
+)
+from modelport.backends.llamacpp.sampling import plan_sampling
+from modelport.backends.llamacpp.worker import (
+    Done,
+    Failed,
+    Job,
+    LoadSpec,
+    ModelInfo,
+    Piece,
+    Worker,
+    WorkerMessage,
+)
+from modelport.core.catalog import LlamaCppBackend, ModelCard
+from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
+from modelport.core.events import Error, Event, Start, Stop, TextDelta
+from modelport.core.types import ChatRequest, ImagePart
+
+# How long a client told "overloaded" should wait: a short generation on a small model.
+_RETRY_AFTER_S = 3.0
+
+
+class LlamaCppEngine:
+    """A local GGUF model served by llama.cpp worker threads."""
+
+    def __init__(self, config: LlamaCppBackend, card: ModelCard, *, default_threads: int) -> None:
+        if config.instances < 1:
+            raise ValueError("instances must be >= 1")
+        self.config = config
+        self.card = card
+        self.name = config.name or f"llamacpp:{PurePosixPath(_file_part(config.path)).name}"
+        self._threads = config.n_threads or default_threads
+        self._jobs: queue.Queue[Job | None] = queue.Queue()  # bounded by hand: see _submit
+        self._stopping = threading.Event()
+        self._workers: list[Worker] = []
+        self._info: ModelInfo | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        return self._started().n_ctx
+
+    async def start(self) -> None:
+        """Load every instance, each in its own thread; `ConfigError` if the model is unusable."""
+        if self._workers:
+            return
+        self._stopping.clear()  # a closed engine may be started again
+        path = await asyncio.to_thread(resolve_model_path, self.config.path)
+        trained = await asyncio.to_thread(read_train_context, path)
+        limit = self.config.n_ctx or trained or self.card.context_length
+        spec = LoadSpec(
+            path=path,
+            n_ctx=min(self.card.context_length, limit),
+            n_threads=self._threads,
+            chat_template=self.config.chat_template,
+        )
+        workers = [
+            Worker(spec, self._jobs, self._stopping, name=f"{self.name}#{i}")
+            for i in range(self.config.instances)
+        ]
+        for worker in workers:
+            worker.start()
+        self._workers = workers
+        try:
+            infos = [await asyncio.wrap_future(worker.loaded) for worker in workers]
+        except BaseException:
+            await self.aclose()
+            raise
+        self._info = infos[0]
+
+    async def aclose(self) -> None:
+        """Stop the workers: queued jobs fail with Overloaded, running ones stop at a token."""
+        self._stopping.set()
+        self._discard_queued()
+        workers, self._workers = self._workers, []
+        for _ in workers:
+            self._jobs.put(None)
+        for worker in workers:
+            await asyncio.to_thread(worker.join)
+        self._discard_queued()  # sentinels left by workers that had failed to load
+        self._info = None
+
+    def _discard_queued(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
+
+    def render_prompt(self, request: ChatRequest) -> str:
+        """The prompt text the engine would tokenize for `request` (for tests and debugging)."""
+        return self._started().template.render(request, defaults=self._template_defaults(request))
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        info = self._started()
+        _check_request(request)
+        plan = plan_sampling(request, n_vocab=info.n_vocab)
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(message: WorkerMessage) -> None:  # called on the worker thread
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, message)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.set()
+
+        job = Job(
+            request=request,
+            plan=plan,
+            ctx=ctx,
+            emit=emit,
+            template_defaults=self._template_defaults(request),
+            cancel=cancel,
+        )
+        self._submit(job)
+        try:
+            first = await inbox.get()
+            if isinstance(first, Failed):
+                raise first.error
+            yield Start(model=self.card.id, backend=self.name)
+            while True:
+                message = await inbox.get()
+                if isinstance(message, Piece):
+                    yield TextDelta(index=0, text=message.text)
+                elif isinstance(message, Done):
+                    yield message.usage
+                    yield Stop(message.finish_reason, message.native_finish_reason)
+                    return
+                elif isinstance(message, Failed):
+                    yield Error(message.error)
+                    return
+        finally:
+            # Whether finished, failed, closed or cancelled: the worker stops at the next token
+            # (or skips the job if it is still queued).
+            cancel.set()
+
+    def _submit(self, job: Job) -> None:
+        if self._stopping.is_set():
+            raise Overloaded("The local engine is shutting down.", retry_after=_RETRY_AFTER_S)
+        # Only this (event loop) thread adds jobs and workers only remove them, so qsize can
+        # only overestimate: the bound holds.
+        if self._jobs.qsize() >= self.config.max_queue:
+            raise Overloaded(
+                f"The local engine for {self.card.id} is at capacity "
+                f"({self.config.max_queue} requests already waiting); retry shortly.",
+                retry_after=_RETRY_AFTER_S,
+            )
+        self._jobs.put_nowait(job)
+
+    def _template_defaults(self, request: ChatRequest) -> dict[str, Any]:
+        # Hybrid-thinking templates (Qwen3) switch thinking off with enable_thinking=False.
+        reasoning = request.reasoning
+        if self.card.thinking == "hybrid" and (
+            reasoning.enabled is False or reasoning.effort == "none"
+        ):
+            return {"enable_thinking": False}
+        return {}
+
+    def _started(self) -> ModelInfo:
+        if self._info is None:
+            raise BackendUnavailable(f"The local engine {self.name} is not running.")
+        return self._info
+
+
+def _file_part(path: str) -> str:
+    return path[len(PACKAGE_PREFIX) :] if path.startswith(PACKAGE_PREFIX) else path
+
+
+def _check_request(request: ChatRequest) -> None:
+    """Refuse what this engine cannot do, before the request takes a place in the queue."""
+    if not request.messages:
+        raise InvalidRequest("messages must not be empty", param="messages")
+    if request.logprobs:
+        raise InvalidRequest("logprobs are not supported by the local engine yet", param="logprobs")
+    if request.max_output_tokens is not None and request.max_output_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+    if any(isinstance(part, ImagePart) for message in request.messages for part in message.parts):
+        raise InvalidRequest(
+            "This model does not accept images (the local engine has no vision support).",
+            param="messages",
+        )

@@ -1,0 +1,57 @@
+"""Turning generated token bytes into text deltas, with stop strings cut out.
+
+Token pieces can split a UTF-8 character, and a stop string can span several tokens, so text
+that might still turn into a stop string is held back until the next piece decides it. Pure.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable
+
+
+class TextAssembler:
+    """Feed token bytes in order; get back the text that is safe to send now.
+
+    After a stop string is seen, `stopped` is True and the text from the stop string on is
+    dropped (the OpenAI convention: the stop sequence is not part of the output).
+    """
+
+    def __init__(self, stop: Iterable[str] = ()) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = tuple(s for s in stop if s)
+        self._longest = max((len(s) for s in self._stops), default=0)
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, data: bytes) -> str:
+        if self.stopped:
+            return ""
+        return self._release(self._held + self._decoder.decode(data), final=False)
+
+    def finish(self) -> str:
+        """The text still held back, once generation has ended without a stop string."""
+        if self.stopped:
+            return ""
+        return self._release(self._held + self._decoder.decode(b"", final=True), final=True)
+
+    def _release(self, text: str, *, final: bool) -> str:
+        if not self._stops:
+            self._held = ""
+            return text
+        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return text[:cut]
+        keep = 0 if final else self._partial_stop_suffix(text)
+        self._held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+    def _partial_stop_suffix(self, text: str) -> int:
+        """Length of the longest end of `text` that begins some stop string."""
+        for size in range(min(len(text), self._longest - 1), 0, -1):
+            tail = text[-size:]
+            if any(stop.startswith(tail) for stop in self._stops):
+                return size
+        return 0

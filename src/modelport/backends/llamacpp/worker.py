@@ -1,0 +1,295 @@
+"""One engine instance: a thread that owns one `llama_cpp.Llama` and serves jobs from a queue.
+
+A `Llama` is not thread-safe (two threads on one object segfault), so only its worker thread
+ever touches it: loading, rendering and tokenizing the prompt, sampling, detokenizing. Results
+go back to the asyncio side through the job's `emit` callback as `Ready`, `Piece`, `Done` or
+`Failed` messages. ctypes releases the GIL inside llama.cpp, so instances run in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.sampling import SamplingPlan, logits_processors
+from modelport.backends.llamacpp.template import ChatTemplate
+from modelport.backends.llamacpp.text_stream import TextAssembler
+from modelport.core.catalog import ConfigError
+from modelport.core.errors import (
+    ContextLengthExceeded,
+    InternalError,
+    InvalidRequest,
+    ModelportError,
+    Overloaded,
+)
+from modelport.core.events import Usage
+from modelport.core.types import ChatRequest, FinishReason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    path: Path
+    n_ctx: int
+    n_threads: int
+    chat_template: str | None  # overrides the GGUF's own
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine learns from a loaded instance."""
+
+    n_ctx: int
+    n_vocab: int
+    template: ChatTemplate
+    bos_id: int
+    add_bos: bool
+
+
+# Messages from a worker to the stream that submitted the job, in this order:
+# Ready, Piece*, Done -- or Failed at any point.
+@dataclass(frozen=True)
+class Ready:
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    usage: Usage
+    finish_reason: FinishReason
+    native_finish_reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ModelportError
+
+
+WorkerMessage = Ready | Piece | Done | Failed
+
+
+@dataclass
+class Job:
+    request: ChatRequest
+    plan: SamplingPlan
+    ctx: CallContext
+    emit: Callable[[WorkerMessage], None]
+    template_defaults: dict[str, Any] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def token_bytes(vocab: Any, token: int, *, special: bool) -> bytes:
+    # Llama.detokenize uses a fixed 32-byte buffer and mangles longer pieces; size it here.
+    size = 64
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, special)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
+
+
+class Worker:
+    """Loads the model in its own thread, then serves jobs until it reads None."""
+
+    def __init__(
+        self, spec: LoadSpec, jobs: queue.Queue[Job | None], stopping: threading.Event, name: str
+    ) -> None:
+        self._spec = spec
+        self._jobs = jobs
+        self._stopping = stopping
+        self.loaded: Future[ModelInfo] = Future()
+        # A daemon thread: a process that exits without aclose() must not hang on it.
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._pieces: dict[int, bytes] = {}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            llm, info = self._load()
+        except BaseException as exc:
+            self.loaded.set_exception(exc)
+            return
+        self.loaded.set_result(info)
+        try:
+            while (job := self._jobs.get()) is not None:
+                self._serve(llm, info, job)
+        finally:
+            llm.close()
+
+    def _load(self) -> tuple[llama_cpp.Llama, ModelInfo]:
+        spec = self._spec
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(spec.path),
+                n_ctx=spec.n_ctx,
+                n_threads=spec.n_threads,
+                n_threads_batch=spec.n_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(f"llama.cpp cannot load {str(spec.path)!r}: {exc}") from None
+        try:
+            source = spec.chat_template or llm.metadata.get("tokenizer.chat_template")
+            if not source:
+                raise ConfigError(
+                    f"{str(spec.path)!r} has no chat template: set chat_template in its "
+                    f"llamacpp backend configuration"
+                )
+            vocab = llm._model.vocab
+            bos_id, eos_id = int(llm.token_bos()), int(llm.token_eos())
+            template = ChatTemplate(
+                source,
+                bos_token=self._special_text(vocab, bos_id),
+                eos_token=self._special_text(vocab, eos_id),
+            )
+            info = ModelInfo(
+                # llama.cpp rounds the context up (to a multiple of 256): keep the limit asked for.
+                n_ctx=min(spec.n_ctx, int(llm.n_ctx())),
+                n_vocab=int(llm.n_vocab()),
+                template=template,
+                bos_id=bos_id,
+                add_bos=bool(llm._model.add_bos_token()),
+            )
+        except BaseException:
+            llm.close()
+            raise
+        return llm, info
+
+    @staticmethod
+    def _special_text(vocab: Any, token: int) -> str:
+        if token < 0:
+            return ""
+        return token_bytes(vocab, token, special=True).decode("utf-8", errors="replace")
+
+    def _serve(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> None:
+        if job.cancel.is_set():
+            return
+        if self._stopping.is_set():
+            job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
+            return
+        try:
+            self._generate(llm, info, job)
+        except ModelportError as exc:
+            job.emit(Failed(exc))
+        except Exception as exc:
+            log.exception("llama.cpp generation failed")
+            job.emit(Failed(InternalError(f"llama.cpp engine failed: {type(exc).__name__}: {exc}")))
+
+    def _tokenize(self, llm: llama_cpp.Llama, info: ModelInfo, prompt: str) -> list[int]:
+        # special=True: the template's control tokens (<|im_start|>…) must map to their ids.
+        # BOS is added by hand, per the GGUF, unless the template already wrote it.
+        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        if info.add_bos and info.bos_id >= 0 and tokens[:1] != [info.bos_id]:
+            tokens.insert(0, info.bos_id)
+        return tokens
+
+    def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> None:
+        request, plan = job.request, job.plan
+        prompt = info.template.render(request, defaults=job.template_defaults)
+        tokens = self._tokenize(llm, info, prompt)
+        n_prompt = len(tokens)
+        if n_prompt == 0:
+            raise InvalidRequest("The messages rendered to an empty prompt.", param="messages")
+        if n_prompt >= info.n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {info.n_ctx} tokens. "
+                f"However, your messages resulted in {n_prompt} tokens.",
+                param="messages",
+            )
+        room = info.n_ctx - n_prompt
+        max_tokens, limit_reason = request.max_output_tokens, "length"
+        if max_tokens is None or max_tokens > room:
+            # A documented choice: an output limit beyond the context is clamped, not refused.
+            max_tokens, limit_reason = room, "context_full"
+        grammar = self._grammar(llm, plan.grammar)
+
+        job.ctx.usage = Usage(n_prompt, 0)
+        job.emit(Ready(n_prompt))
+        llm.set_seed(plan.seed)
+        processors = logits_processors(plan)
+        vocab = llm._model.vocab
+        assembler = TextAssembler(plan.stop)
+        generated = 0
+        finish: tuple[FinishReason, str] | None = None
+        tokens_out = llm.generate(
+            tokens,
+            logits_processor=llama_cpp.LogitsProcessorList(processors) if processors else None,
+            grammar=grammar,
+            **plan.generate_kwargs(),
+        )
+        try:
+            for token in tokens_out:
+                generated += 1
+                job.ctx.usage = Usage(n_prompt, generated)
+                if job.cancel.is_set() or self._stopping.is_set():
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = ("stop", "eos")
+                    break
+                text = assembler.feed(self._piece(vocab, token))
+                if text:
+                    job.emit(Piece(text))
+                if assembler.stopped:
+                    finish = ("stop", "stop_sequence")
+                    break
+                if generated >= max_tokens:
+                    finish = ("length", limit_reason)
+                    break
+        finally:
+            tokens_out.close()
+        if finish is None:
+            # Cancelled: the consumer is usually gone, but an engine shutdown has one waiting.
+            stopping = self._stopping.is_set()
+            reason = (
+                "The local engine is shutting down." if stopping else "Generation was cancelled."
+            )
+            job.emit(Failed(Overloaded(reason, retry_after=5.0)))
+            return
+        tail = assembler.finish()
+        if tail:
+            job.emit(Piece(tail))
+        job.emit(Done(Usage(n_prompt, generated), finish[0], finish[1]))
+
+    def _piece(self, vocab: Any, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = token_bytes(vocab, token, special=False)
+        return piece
+
+    @staticmethod
+    def _grammar(llm: llama_cpp.Llama, gbnf: str | None) -> LlamaGrammar | None:
+        if gbnf is None:
+            return None
+        # llama.cpp returns NULL for a grammar it cannot parse, and a NULL sampler in the
+        # chain would crash the process: try it alone first.
+        probe = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+        if not probe:
+            raise InvalidRequest(
+                "response_format: the grammar for this schema was rejected by llama.cpp",
+                param="response_format",
+            )
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(gbnf)

@@ -1,0 +1,256 @@
+"""The backend for every OpenAI-compatible upstream: vLLM, SGLang, llama.cpp's server, Ollama,
+hosted providers. Only the HTTP lives here (aiohttp); building the body, parsing the stream and
+mapping errors is pure code in `protocols/openai/client.py`, and the differences between
+upstreams are rows in `protocols/openai/dialects.py`.
+
+The upstream is always asked for a stream with a usage chunk; a non-streaming client answer is
+`collect()` over the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from modelport.backends.base import CallContext
+from modelport.core.catalog import ModelCard, OpenAICompatBackend
+from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
+from modelport.core.events import Event, Start
+from modelport.core.types import ChatRequest
+from modelport.protocols.openai.client import (
+    SSEParser,
+    StreamTranslator,
+    build_request_body,
+    encode_request_body,
+    error_for_status,
+)
+from modelport.protocols.openai.dialects import DIALECTS
+
+MAX_ERROR_BODY = 64 * 1024
+# uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
+# sending a request down a connection the upstream is closing.
+KEEPALIVE_SECONDS = 4.0
+# After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused.
+DRAIN_SECONDS = 1.0
+
+
+def _display_url(url: str) -> str:
+    """The URL without credentials or query string, for messages and names."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+class OpenAICompatEngine:
+    """One upstream serving one model card, over one pooled aiohttp session."""
+
+    def __init__(
+        self, config: OpenAICompatBackend, card: ModelCard, *, api_key: str | None
+    ) -> None:
+        self.config = config
+        self.card = card
+        self.name = config.name or f"openai_compat:{_host_port(config.url)}"
+        self._rules = DIALECTS[config.dialect]
+        self._model = config.upstream_model or card.id
+        base = config.url.rstrip("/")
+        self._endpoint = base + "/chat/completions"
+        self._where = _display_url(base)
+        self._secret = api_key or None
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        headers.update(config.headers)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.timeout,
+            connect=config.connect_timeout,
+            sock_connect=config.connect_timeout,
+            sock_read=config.timeout,
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # every stream holds a connection; admission limits concurrency
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"User-Agent": "modelport"},
+            )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        """Events for one completion; raises `core.errors` types (before or after `Start`)."""
+        try:
+            # aclosing: a consumer that stops early closes the upstream response now, not at GC.
+            async with aclosing(self._stream(request, ctx)) as events:
+                async for event in events:
+                    yield event
+        except ModelportError as exc:
+            raise self._scrub(exc) from None
+
+    async def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        body = build_request_body(
+            request, model=self._model, rules=self._rules, context_length=self.card.context_length
+        )
+        response = await self._post(encode_request_body(body))
+        complete = False
+        try:
+            if response.status >= 300:
+                raise error_for_status(
+                    response.status,
+                    await self._read_error_body(response),
+                    upstream=self._where,
+                    model=self._model,
+                    retry_after=response.headers.get("Retry-After"),
+                    now=time.time(),
+                )
+            translator = StreamTranslator(upstream=self._where, model=self._model)
+            started = False
+            if response.content_type == "application/json":
+                # An upstream that ignored `stream: true` and sent one whole completion.
+                events = translator.feed(None, await self._read(response))
+            else:
+                events = []
+                async with aclosing(self._events(response, translator)) as batches:
+                    async for batch in batches:
+                        if translator.usage is not None:
+                            ctx.usage = translator.usage
+                        if not started:
+                            started = True
+                            yield Start(model=self.card.id, backend=self.name)
+                        for event in batch:
+                            yield event
+            if translator.usage is not None:
+                ctx.usage = translator.usage
+            events.extend(translator.finish())
+            if not started:
+                yield Start(model=self.card.id, backend=self.name)
+            for event in events:
+                yield event
+            complete = True
+            if translator.done and not response.content.is_eof():
+                await self._drain(response)
+        finally:
+            if complete and response.content.is_eof():
+                response.release()  # back to the pool for the next request
+            else:
+                response.close()  # drop the connection: the upstream sees the disconnect
+
+    async def _post(self, body: bytes) -> aiohttp.ClientResponse:
+        session = self._session
+        if session is None:
+            await self.start()
+            session = self._session
+            assert session is not None
+        for attempt in (1, 2):
+            try:
+                return await session.post(self._endpoint, data=body, headers=self._headers)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled connection the upstream closed while idle; nothing was processed.
+                if attempt == 2:
+                    raise UpstreamError(
+                        f"upstream {self._where} closed the connection before answering"
+                    ) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._transport_error(exc, answered=False) from None
+        raise AssertionError("unreachable")
+
+    async def _events(
+        self, response: aiohttp.ClientResponse, translator: StreamTranslator
+    ) -> AsyncGenerator[list[Event], None]:
+        """Batches of events as SSE data arrives; stops at `[DONE]` or the end of the body."""
+        parser = SSEParser()
+        try:
+            async for chunk in response.content.iter_any():
+                for name, data in parser.feed(chunk):
+                    events = translator.feed(name, data)
+                    if events:
+                        yield events
+                    if translator.done:
+                        return
+            for name, data in parser.close():
+                events = translator.feed(name, data)
+                if events:
+                    yield events
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if translator.finished and isinstance(exc, aiohttp.ClientPayloadError):
+                return  # cut after the answer was complete: only [DONE] and usage were lost
+            raise self._transport_error(exc, answered=True) from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, answered=True) from None
+
+    async def _read_error_body(self, response: aiohttp.ClientResponse) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size < MAX_ERROR_BODY:
+                chunk = await response.content.read(MAX_ERROR_BODY - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except (aiohttp.ClientError, TimeoutError):
+            pass  # the status alone still says what went wrong
+        return b"".join(chunks)
+
+    async def _drain(self, response: aiohttp.ClientResponse) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                await response.content.read()
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+
+    def _transport_error(self, exc: BaseException, *, answered: bool) -> ModelportError:
+        where = self._where
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return UpstreamTimeout(
+                f"upstream {where} did not accept a connection within "
+                f"{self.config.connect_timeout:g}s"
+            )
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return UpstreamTimeout(f"upstream {where} sent nothing for {self.config.timeout:g}s")
+        if isinstance(exc, TimeoutError):
+            return UpstreamTimeout(
+                f"upstream {where} did not finish within {self.config.timeout:g}s"
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            return UpstreamError(f"cannot reach upstream {where}: {reason}")
+        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+            when = "mid-response" if answered else "before answering"
+            return UpstreamError(f"upstream {where} closed the connection {when}")
+        return UpstreamError(f"request to upstream {where} failed: {type(exc).__name__}: {exc}")
+
+    def _scrub(self, exc: ModelportError) -> ModelportError:
+        """Never let the upstream key reach a client or a log, even if an upstream echoes it."""
+        if self._secret and self._secret in exc.message:
+            exc.message = exc.message.replace(self._secret, "***")
+            exc.args = (exc.message,)
+        return exc

@@ -1,0 +1,163 @@
+"""The `modelport` command line: `serve` and `keys create | list | revoke`.
+
+Builds the settings once (a bad setting exits 2 with the reason), migrates the database
+before any store use, and prints secrets only where a human asked for one: the first-start
+admin key, and `keys create`, whose secret is alone on the last line of stdout for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from modelport.core.catalog import ConfigError
+from modelport.core.errors import ModelportError
+from modelport.services.keys import create_key, ensure_admin_key, revoke_key
+from modelport.settings import Settings, load_settings
+from modelport.store import migrate
+from modelport.store.base import ApiKeyRecord, StoreError
+from modelport.store.sql import SqlStore
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelport",
+        description="A self-hosted LLM API platform (OpenAI- and Anthropic-compatible).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", help="address to listen on (MODELPORT_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (MODELPORT_PORT)")
+
+    keys = commands.add_parser("keys", help="issue, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="issue a key; its secret is printed once")
+    create.add_argument("--name", required=True, help="a label for the key, e.g. who uses it")
+    create.add_argument("--admin", action="store_true", help="give the key the admin role")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    revoke = actions.add_parser("revoke", help="revoke one key")
+    revoke.add_argument("key", metavar="ID_OR_NAME_OR_PREFIX", help="which key to revoke")
+    return parser
+
+
+def _timestamp(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _key_json(record: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "role": record.role,
+        "created_at": record.created_at.isoformat(),
+        "revoked_at": None if record.revoked_at is None else record.revoked_at.isoformat(),
+        "last_used_at": None if record.last_used_at is None else record.last_used_at.isoformat(),
+    }
+
+
+def _print_table(records: list[ApiKeyRecord]) -> None:
+    header = ("id", "name", "prefix", "role", "created", "revoked")
+    rows = [header] + [
+        (
+            str(record.id),
+            record.name,
+            record.prefix + "...",
+            record.role,
+            _timestamp(record.created_at),
+            _timestamp(record.revoked_at),
+        )
+        for record in records
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _keys(args: argparse.Namespace, store: SqlStore) -> int:
+    if args.action == "create":
+        record, secret = create_key(store, args.name, role="admin" if args.admin else "user")
+        if args.json:
+            print(msgspec.json.encode({**_key_json(record), "secret": secret}).decode())
+        else:
+            print(
+                f"Created {record.role} key {record.id} {record.name!r} "
+                f"({record.prefix}...). Its secret is shown once, store it now:"
+            )
+            print(secret)
+        return EXIT_OK
+    if args.action == "list":
+        records = store.list_keys(include_revoked=args.all)
+        if args.json:
+            print(msgspec.json.encode([_key_json(record) for record in records]).decode())
+        elif records:
+            _print_table(records)
+        else:
+            print("No keys." if args.all else "No active keys (--all shows revoked ones).")
+        return EXIT_OK
+    revoked = revoke_key(store, args.key)
+    print(f"Revoked key {revoked.id} {revoked.name!r} ({revoked.prefix}...).")
+    return EXIT_OK
+
+
+def _serve(settings: Settings, store: SqlStore) -> int:
+    secret = ensure_admin_key(store)
+    # The server opens its own store (possibly in worker processes); do not share this pool.
+    store.close()
+    if secret is not None:
+        print("Admin API key (shown once, store it now):")
+        print(secret)
+        print()
+        sys.stdout.flush()
+    # llama.cpp's OpenMP threads otherwise spin on idle cores between requests.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from modelport.http.server import run_server
+
+    run_server(settings)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        # The server's workers build their settings from the environment, so flags go there.
+        if args.host is not None:
+            os.environ["MODELPORT_HOST"] = args.host
+        if args.port is not None:
+            os.environ["MODELPORT_PORT"] = str(args.port)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"modelport: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        url = settings.resolved_database_url
+        migrate(url)
+        store = SqlStore(url)
+        try:
+            if args.command == "serve":
+                return _serve(settings, store)
+            return _keys(args, store)
+        finally:
+            store.close()
+    except (StoreError, ModelportError) as error:
+        print(f"modelport: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ASGI application: routes, auth extraction, SSE streaming, error rendering."""

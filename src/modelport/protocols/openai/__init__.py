@@ -1,0 +1,1 @@
+"""The OpenAI Chat Completions wire format: server side (front door) and client side (upstreams)."""

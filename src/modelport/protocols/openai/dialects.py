@@ -1,0 +1,85 @@
+"""How each kind of OpenAI-compatible upstream differs from the others: one row per dialect.
+
+The differences between vLLM, SGLang, llama.cpp's server, Ollama and hosted providers are data,
+not subclasses: `client.build_request_body` reads the row for the configured dialect. Extend a
+row (or add a column) when an engine grows a quirk. Pure: no I/O.
+
+Reading the stream does not depend on the dialect: reasoning arrives as `reasoning_content`
+(SGLang, llama.cpp, older vLLM) or `reasoning` (vLLM >= 0.11, Ollama) and both are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from modelport.core.catalog import Dialect
+
+# Sampling keys outside the OpenAI API, by their canonical (`core.types.Sampling`) names.
+NON_OPENAI_SAMPLING: tuple[str, ...] = ("top_k", "min_p", "top_a", "repetition_penalty")
+
+
+@dataclass(frozen=True, slots=True)
+class DialectRules:
+    """What one kind of upstream accepts in a chat completions request."""
+
+    # Field on assistant messages that carries earlier reasoning back (Qwen3's chat template
+    # reads `reasoning_content`); None drops earlier reasoning from the history.
+    reasoning_field: str | None = "reasoning_content"
+    # Whether `chat_template_kwargs` reaches the chat template (Ollama ignores it silently).
+    chat_template_kwargs: bool = True
+    # Whether request.reasoning.enabled becomes `chat_template_kwargs.enable_thinking` (the Qwen3
+    # switch) when the client did not set that key itself.
+    thinking_switch: bool = True
+    # Non-OpenAI sampling keys the upstream understands, mapped to its own name for them.
+    # A key missing here is not sent.
+    sampling_names: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({name: name for name in NON_OPENAI_SAMPLING})
+    )
+
+
+def _names(**renames: str) -> Mapping[str, str]:
+    return MappingProxyType(renames)
+
+
+DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
+    {
+        # Hosted providers: OpenRouter-style services ignore keys they do not know, so pass the
+        # client's non-OpenAI settings rather than dropping them silently.
+        "generic": DialectRules(),
+        # vLLM ignores top_a (it logs the unknown field); leaving it out keeps its logs clean.
+        "vllm": DialectRules(
+            sampling_names=_names(
+                top_k="top_k", min_p="min_p", repetition_penalty="repetition_penalty"
+            ),
+        ),
+        "sglang": DialectRules(
+            sampling_names=_names(
+                top_k="top_k", min_p="min_p", repetition_penalty="repetition_penalty"
+            ),
+        ),
+        # llama.cpp's server calls the repetition penalty `repeat_penalty`.
+        "llamacpp_server": DialectRules(
+            sampling_names=_names(
+                top_k="top_k", min_p="min_p", repetition_penalty="repeat_penalty"
+            ),
+        ),
+        # Ollama's OpenAI endpoint reads `reasoning` on messages, drops chat_template_kwargs and
+        # the extra samplers (ollama/ollama#16240).
+        "ollama": DialectRules(
+            reasoning_field="reasoning",
+            chat_template_kwargs=False,
+            thinking_switch=False,
+            sampling_names=_names(),
+        ),
+        # A strict OpenAI-API upstream (OpenAI itself answers 400 to fields it does not know):
+        # only OpenAI's own fields, plus whatever extensions the client itself sent.
+        "raw": DialectRules(
+            reasoning_field=None,
+            chat_template_kwargs=False,
+            thinking_switch=False,
+            sampling_names=_names(),
+        ),
+    }
+)

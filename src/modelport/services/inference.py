@@ -1,0 +1,173 @@
+"""The one generation path: resolve the model, pick a backend, relay its events, meter usage.
+
+Both front doors call `InferenceService.start`; a non-streaming answer is `collect()` over the
+same events. Routing fails over to the next backend only before the first event reaches the
+client; after that a failure becomes a final `Error` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+
+import msgspec
+
+from modelport.backends.base import Backend, CallContext, Route
+from modelport.core.catalog import Catalog, ModelCard
+from modelport.core.errors import (
+    BackendUnavailable,
+    InternalError,
+    InvalidRequest,
+    ModelportError,
+    Overloaded,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
+from modelport.core.ids import request_id
+from modelport.core.types import ChatRequest
+from modelport.services.catalog import resolve_model
+from modelport.services.keys import Principal
+
+log = logging.getLogger("modelport.inference")
+usage_log = logging.getLogger("modelport.usage")
+
+# Failures worth trying the next backend for: the backend, not the request, is at fault.
+_RETRYABLE = (UpstreamError, UpstreamTimeout, Overloaded)
+
+NOT_CONFIGURED = (
+    "The model '{id}' is in the catalog but has no backend configured on this server. "
+    'An operator can serve it from a local GGUF file (kind = "llamacpp") or an upstream '
+    'server such as vLLM, SGLang, Ollama or llama.cpp\'s server (kind = "openai_compat") '
+    "with a [[models.backends]] entry in the config file named by MODELPORT_CONFIG; "
+    "see docs/backends.md."
+)
+
+
+class Generation(msgspec.Struct, frozen=True):
+    """A started generation: its id, the model card, and the event stream (Start first)."""
+
+    request_id: str
+    card: ModelCard
+    events: AsyncGenerator[Event, None]
+    created: int
+
+
+class InferenceService:
+    def __init__(self, catalog: Catalog, routes: Mapping[str, Sequence[Route]]) -> None:
+        self._catalog = catalog
+        self._routes = routes
+
+    def _ordered_backends(self, card: ModelCard) -> list[Backend]:
+        """Lower priority values first; within one priority, a weighted random order."""
+        routes = self._routes.get(card.id, ())
+        if not routes:
+            raise BackendUnavailable(NOT_CONFIGURED.format(id=card.id), param="model")
+        keyed = [
+            (route.priority, -(random.random() ** (1.0 / max(route.weight, 1))), index)
+            for index, route in enumerate(routes)
+        ]
+        return [routes[index].backend for _, _, index in sorted(keyed)]
+
+    def _check_supported(self, card: ModelCard, request: ChatRequest) -> None:
+        if (
+            request.tools
+            and request.tool_choice.mode != "none"
+            and "tools" not in card.supported_parameters
+        ):
+            raise InvalidRequest(f"The model '{card.id}' does not support tools.", param="tools")
+
+    async def start(self, principal: Principal, request: ChatRequest) -> Generation:
+        """Resolve, route and start a generation; raise before anything is sent on failure."""
+        card = resolve_model(self._catalog, request.model)
+        self._check_supported(card, request)
+        if request.model != card.id:
+            request = msgspec.structs.replace(request, model=card.id)
+        ctx = CallContext(request_id(), card)
+        started = time.monotonic()
+        last_error: ModelportError | None = None
+        for backend in self._ordered_backends(card):
+            stream = backend.stream(request, ctx)
+            try:
+                first = await anext(stream)
+            except _RETRYABLE as exc:
+                log.warning("backend %s failed before starting: %s", backend.name, exc.message)
+                last_error = exc
+                await stream.aclose()
+                continue
+            except ModelportError:
+                await stream.aclose()
+                raise
+            except StopAsyncIteration:
+                raise InternalError(f"backend {backend.name} produced no events") from None
+            if not isinstance(first, Start):
+                await stream.aclose()
+                raise InternalError(f"backend {backend.name} did not start its stream with Start")
+            events = self._relay(first, stream, ctx, principal, started)
+            return Generation(ctx.request_id, card, events, int(time.time()))
+        assert last_error is not None
+        raise last_error
+
+    async def _relay(
+        self,
+        first: Start,
+        stream: AsyncGenerator[Event, None],
+        ctx: CallContext,
+        principal: Principal,
+        started: float,
+    ) -> AsyncGenerator[Event, None]:
+        usage: Usage | None = None
+        stop: Stop | None = None
+        error: ModelportError | None = None
+        first_token_at: float | None = None
+        try:
+            yield first
+            async for event in stream:
+                if first_token_at is None and isinstance(event, TextDelta):
+                    first_token_at = time.monotonic()
+                if isinstance(event, Usage):
+                    usage = event
+                elif isinstance(event, Stop):
+                    stop = event
+                yield event
+        except ModelportError as exc:
+            error = exc
+            yield Error(exc)
+        except Exception as exc:
+            log.exception("backend %s failed mid-stream", first.backend)
+            error = InternalError(f"the backend failed: {type(exc).__name__}")
+            yield Error(error)
+        finally:
+            await stream.aclose()
+            self._meter(ctx, principal, first, usage, stop, error, started, first_token_at)
+
+    def _meter(
+        self,
+        ctx: CallContext,
+        principal: Principal,
+        start: Start,
+        usage: Usage | None,
+        stop: Stop | None,
+        error: ModelportError | None,
+        started: float,
+        first_token_at: float | None,
+    ) -> None:
+        """Record what the request used. Billing and usage rows build on this (issue 7)."""
+        final_usage = usage or ctx.usage
+        status = "ok" if stop is not None else ("error" if error is not None else "cancelled")
+        usage_log.info(
+            "request=%s key=%s model=%s backend=%s status=%s finish=%s prompt=%s completion=%s "
+            "latency_ms=%.1f ttft_ms=%s",
+            ctx.request_id,
+            principal.key_id,
+            ctx.card.id,
+            start.backend,
+            status,
+            stop.finish_reason if stop else None,
+            final_usage.prompt_tokens if final_usage else None,
+            final_usage.completion_tokens if final_usage else None,
+            (time.monotonic() - started) * 1000,
+            f"{(first_token_at - started) * 1000:.1f}" if first_token_at else None,
+        )

@@ -1,0 +1,244 @@
+"""API keys: issuing, revoking, and authenticating requests.
+
+Secrets look like `sk-mp-` + 43 URL-safe random characters (256 bits). Only their SHA-256
+digest is stored: a slow password hash buys nothing against secrets this random, and the hot
+path hashes every request. A secret never appears in a message, a log line or the database.
+
+Admin operations (`create_key`, `revoke_key`, `ensure_admin_key`) are synchronous: the CLI
+calls them directly, async code through `asyncio.to_thread`. `KeyService.authenticate` is the
+request hot path and is served from memory; see its docstring for how stale it may be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from modelport.store.base import ApiKeyRecord, KeyStore, Role
+
+SECRET_PREFIX = "sk-mp-"
+SECRET_RANDOM_BYTES = 32  # token_urlsafe(32) yields 43 characters
+PREFIX_LENGTH = 12  # how much of the secret a listing shows: "sk-mp-" + 6 characters
+MAX_NAME_LENGTH = 100
+ADMIN_KEY_ISSUED = "admin_key_issued"  # app_meta flag: the first-start admin key was handled
+
+MISSING_KEY = "Missing API key: send Authorization: Bearer <key> or x-api-key"
+INVALID_KEY = "Invalid API key"
+REVOKED_KEY = "Invalid API key: this key has been revoked"
+
+# Secrets we issue are 49 characters; anything far outside that is rejected without a lookup.
+_MAX_SECRET_LENGTH = 256
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the authenticated key."""
+
+    key_id: int
+    name: str
+    role: Role
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    return secret[:PREFIX_LENGTH]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    problem = None
+    if not name:
+        problem = "must not be empty"
+    elif len(name) > MAX_NAME_LENGTH:
+        problem = f"must be at most {MAX_NAME_LENGTH} characters"
+    elif not name.isprintable():
+        problem = "must not contain control characters"
+    elif name.isdigit():
+        problem = "must not be all digits (revoking by name would be confused with an id)"
+    elif name.startswith(SECRET_PREFIX):
+        problem = f"must not start with {SECRET_PREFIX!r} (it would look like a key)"
+    if problem:
+        raise InvalidRequest(f"key name {problem}", param="name")
+    return name
+
+
+def create_key(
+    store: KeyStore, name: str, role: Role = "user", *, now: datetime | None = None
+) -> tuple[ApiKeyRecord, str]:
+    """Issue a key; returns its record and the secret, which the caller shows exactly once."""
+    name = _check_name(name)
+    if role not in ("admin", "user"):
+        raise InvalidRequest(f"role must be 'admin' or 'user', not {role!r}", param="role")
+    secret = generate_secret()
+    record = store.create_key(
+        name=name,
+        prefix=display_prefix(secret),
+        secret_hash=hash_secret(secret),
+        role=role,
+        created_at=now or _utcnow(),
+    )
+    return record, secret
+
+
+def _matching_keys(keys: list[ApiKeyRecord], selector: str) -> tuple[list[ApiKeyRecord], str]:
+    """Keys `selector` names, and how to describe the selector without leaking a secret."""
+    if selector.isdigit():
+        return [key for key in keys if key.id == int(selector)], f"id {selector}"
+    if selector.startswith(SECRET_PREFIX):
+        shown = selector.removesuffix("...").removesuffix("…")
+        if len(shown) > PREFIX_LENGTH:  # a whole secret: match exactly, never echo it
+            digest = hash_secret(selector)
+            found = [key for key in keys if hmac.compare_digest(key.secret_hash, digest)]
+            return found, "the given secret"
+        return [key for key in keys if key.prefix == shown], f"prefix {shown!r}"
+    return [key for key in keys if key.name == selector], f"name {selector!r}"
+
+
+def revoke_key(store: KeyStore, selector: str, *, now: datetime | None = None) -> ApiKeyRecord:
+    """Revoke the one active key named by id, display prefix, whole secret, or name.
+
+    Raises `NotFound` if nothing matches and `InvalidRequest` if the key is already revoked or
+    a name or prefix matches several active keys (then the caller must use the id).
+    Returns the key as it was before revocation.
+    """
+    selector = selector.strip()
+    matches, described = _matching_keys(store.list_keys(include_revoked=True), selector)
+    if not matches:
+        raise NotFound(f"no API key matches {described}")
+    active = [key for key in matches if not key.revoked]
+    if not active:
+        ids = ", ".join(str(key.id) for key in matches)
+        raise InvalidRequest(f"API key id {ids} ({described}) is already revoked")
+    if len(active) > 1:
+        ids = ", ".join(str(key.id) for key in active)
+        raise InvalidRequest(
+            f"{len(active)} active API keys match {described} (ids {ids}); revoke one by its id"
+        )
+    target = active[0]
+    if store.revoke_key(target.id, now or _utcnow()) == 0:
+        raise InvalidRequest(f"API key id {target.id} is already revoked")
+    return target
+
+
+def ensure_admin_key(store: KeyStore, *, now: datetime | None = None) -> str | None:
+    """On the very first start, issue an admin key and return its secret; otherwise None.
+
+    "First start" means no key has ever been issued and the flag in `app_meta` is unset, so
+    the secret is returned once in the installation's life (the caller prints it). When keys
+    already exist (made with the CLI before the first `serve`) no admin key is created.
+    """
+    if store.get_meta(ADMIN_KEY_ISSUED) is not None:
+        return None
+    stamp = (now or _utcnow()).isoformat()
+    if store.list_keys(include_revoked=True):
+        store.set_meta(ADMIN_KEY_ISSUED, f"skipped {stamp}: keys already existed", replace=False)
+        return None
+    # Claiming the flag first means that of two processes starting together only one issues.
+    if not store.set_meta(ADMIN_KEY_ISSUED, stamp, replace=False):
+        return None
+    _record, secret = create_key(store, "admin", role="admin", now=now)
+    return secret
+
+
+_Verdict = Principal | str  # a principal, or the message of the AuthenticationFailed to raise
+
+
+class KeyService:
+    """Authenticates request secrets against the store, from an in-memory cache.
+
+    A lookup result (key found, unknown, or revoked) is trusted for `ttl` seconds, so the hot
+    path does not touch the database: **a revocation takes effect within `ttl` seconds**
+    (`settings.key_cache_ttl`) in processes that did not do the revoking; `forget_all()` makes
+    it immediate in this one. Negative results are cached for `negative_ttl` (default: `ttl`)
+    so a client hammering with one bad key costs one lookup per period, and concurrent misses
+    for the same secret share one lookup. The cache holds at most `max_entries` digests.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        ttl: float,
+        negative_ttl: float | None = None,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._negative_ttl = ttl if negative_ttl is None else negative_ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._cache: dict[str, tuple[float, _Verdict]] = {}
+        self._inflight: dict[str, asyncio.Task[_Verdict]] = {}
+
+    async def authenticate(self, secret: str | None) -> Principal:
+        """The principal for `secret`; raises `AuthenticationFailed` if it is not a live key."""
+        if not secret:
+            raise AuthenticationFailed(MISSING_KEY)
+        if not secret.startswith(SECRET_PREFIX) or len(secret) > _MAX_SECRET_LENGTH:
+            raise AuthenticationFailed(INVALID_KEY)
+        digest = hash_secret(secret)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > self._clock():
+            verdict = cached[1]
+        else:
+            verdict = await self._lookup(digest)
+        if isinstance(verdict, str):
+            raise AuthenticationFailed(verdict)
+        return verdict
+
+    def forget_all(self) -> None:
+        """Drop every cached result (after a revocation made in this process)."""
+        self._cache.clear()
+
+    async def _lookup(self, digest: str) -> _Verdict:
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.create_task(self._fetch(digest))
+            self._inflight[digest] = task
+            task.add_done_callback(lambda _done: self._inflight.pop(digest, None))
+        # Shielded: one cancelled caller must not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
+
+    async def _fetch(self, digest: str) -> _Verdict:
+        record = await asyncio.to_thread(self._store.find_key_by_hash, digest)
+        verdict: _Verdict
+        if record is None or not hmac.compare_digest(record.secret_hash, digest):
+            verdict, ttl = INVALID_KEY, self._negative_ttl
+        elif record.revoked:
+            verdict, ttl = REVOKED_KEY, self._negative_ttl
+        else:
+            verdict = Principal(key_id=record.id, name=record.name, role=record.role)
+            ttl = self._ttl
+        if ttl > 0:
+            self._remember(digest, self._clock() + ttl, verdict)
+        return verdict
+
+    def _remember(self, digest: str, expires: float, verdict: _Verdict) -> None:
+        if len(self._cache) >= self._max_entries:
+            now = self._clock()
+            for key in [key for key, (until, _) in self._cache.items() if until <= now]:
+                del self._cache[key]
+            # Still full (a flood of distinct bad keys): drop the oldest quarter.
+            if len(self._cache) >= self._max_entries:
+                for key in list(self._cache)[: max(1, self._max_entries // 4)]:
+                    del self._cache[key]
+        self._cache[digest] = (expires, verdict)

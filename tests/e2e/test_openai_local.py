@@ -1,0 +1,289 @@
+"""The OpenAI door end to end: the real server, the official `openai` SDK, the default
+in-process model, and every error case a client can hit."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from typing import Any
+
+import httpx
+import msgspec
+import openai
+import pytest
+from tests.e2e.server import RunningServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.engine]
+
+LOCAL = "local/smollm2-135m-instruct"
+HELLO = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_first_start_prints_an_admin_key_once(server: RunningServer) -> None:
+    assert server.admin_key.startswith("sk-")
+    stdout = (server.data_dir / "stdout.txt").read_text()
+    assert stdout.count(server.admin_key) == 1
+
+
+def test_model_list_is_the_catalog(client: openai.OpenAI, server: RunningServer) -> None:
+    models = {model.id: model for model in client.models.list()}
+    assert set(models) >= {
+        LOCAL,
+        "qwen/qwen3-coder",
+        "qwen/qwen3-8b",
+        "qwen/qwen3-30b-a3b",
+        "qwen/qwen3-235b-a22b",
+        "qwen/qwen3-235b-a22b-thinking-2507",
+    }
+    coder: dict[str, Any] = models["qwen/qwen3-coder"].model_extra or {}
+    assert coder["context_length"] == 262144
+    assert coder["pricing"]["input_per_1k"] == "0.00375"
+    assert coder["pricing"]["prompt"] == "0.00000375"
+    assert coder["pricing"]["completion"] == "0.000015"
+    assert "tools" in coder["supported_parameters"]
+    assert coder["configured"] is False
+    assert (models[LOCAL].model_extra or {})["configured"] is True
+    # The same list under the /api/gpt/v1 prefix.
+    with urllib.request.urlopen(server.base_url + "/api/gpt/v1/models") as response:
+        other = msgspec.json.decode(response.read())
+    assert [m["id"] for m in other["data"]] == [m.id for m in client.models.list()]
+
+
+def test_plain_completion(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=24)
+    assert response.id.startswith("chatcmpl-")
+    assert response.object == "chat.completion"
+    assert response.model == LOCAL
+    choice = response.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert (choice.model_extra or {})["native_finish_reason"]
+    usage = response.usage
+    assert usage is not None
+    assert usage.prompt_tokens > 5
+    assert 1 <= usage.completion_tokens <= 24
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 0
+
+
+def test_length_finish_counts_exactly_max_tokens(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_tokens=7,
+        temperature=0,
+    )
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage is not None
+    assert response.usage.completion_tokens == 7
+
+
+def test_greedy_is_repeatable_and_stream_equals_whole(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {"model": LOCAL, "messages": HELLO, "max_tokens": 16, "temperature": 0}
+    whole = client.chat.completions.create(**kwargs)
+    again = client.chat.completions.create(**kwargs)
+    assert whole.choices[0].message.content == again.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert whole.usage is not None
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stream_without_usage_still_finishes(server: RunningServer) -> None:
+    client = openai.OpenAI(base_url=server.base_url + "/api/gpt/v1", api_key=server.admin_key)
+    chunks = list(
+        client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=8, stream=True)
+    )
+    assert all(chunk.usage is None for chunk in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[0].choices[0].delta.role == "assistant"
+
+
+def test_bare_model_name_resolves(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=HELLO, max_tokens=4
+    )
+    assert response.model == LOCAL
+
+
+def test_stop_string_is_cut(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
+        max_tokens=60,
+        temperature=0,
+        stop=["5"],
+    )
+    content = response.choices[0].message.content or ""
+    assert "5" not in content
+    assert response.choices[0].finish_reason == "stop"
+
+
+def test_missing_and_invalid_keys_get_401(server: RunningServer) -> None:
+    anonymous = httpx.post(
+        server.base_url + "/v1/chat/completions", json={"model": LOCAL, "messages": HELLO}
+    )
+    assert anonymous.status_code == 401
+    error = anonymous.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert "Authorization" in error["message"]
+    wrong = openai.OpenAI(base_url=server.base_url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        wrong.chat.completions.create(model=LOCAL, messages=HELLO)
+    assert info.value.status_code == 401
+    # x-api-key works as well as Bearer.
+    ok = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        json={"model": LOCAL, "messages": HELLO, "max_tokens": 2},
+        headers={"x-api-key": server.admin_key},
+        timeout=60,
+    )
+    assert ok.status_code == 200
+
+
+def _error(server: RunningServer, body: bytes | dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    content = body if isinstance(body, bytes) else msgspec.json.encode(body)
+    response = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        content=content,
+        headers={"Authorization": f"Bearer {server.admin_key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    return response.status_code, response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"temperature": 3}, "temperature"),
+        ({"top_p": -1}, "top_p"),
+        ({"top_k": -5}, "top_k"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"top_logprobs": 5}, "top_logprobs"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": 1}]}, "messages[0].content"),
+        ({"stream": "yes"}, "stream"),
+    ],
+)
+def test_bad_parameters_get_400_naming_the_field(
+    server: RunningServer, fields: dict[str, Any], param: str
+) -> None:
+    status, error = _error(server, {"model": LOCAL, "messages": HELLO, **fields})
+    assert status == 400
+    assert error["param"] == param
+    assert error["type"] == "invalid_request_error"
+
+
+def test_malformed_json_gets_400(server: RunningServer) -> None:
+    status, error = _error(server, b'{"model": "x", "messages": [')
+    assert status == 400
+    assert "JSON" in error["message"]
+
+
+def test_sdk_raises_bad_request_with_the_param(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=LOCAL, messages=HELLO, temperature=2.5)
+    assert info.value.status_code == 400
+    body: Any = info.value.body
+    assert body["param"] == "temperature"
+
+
+def test_unknown_model_gets_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="acme/nope", messages=HELLO)
+    body: Any = info.value.body
+    assert body["code"] == "model_not_found"
+    assert body["param"] == "model"
+
+
+def test_catalog_model_without_backend_gets_503_saying_how_to_configure(
+    client: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="qwen/qwen3-8b", messages=HELLO)
+    assert info.value.status_code == 503
+    body: Any = info.value.body
+    assert "MODELPORT_CONFIG" in body["message"]
+    assert "openai_compat" in body["message"]
+
+
+def test_context_overflow_is_400_context_length_exceeded(server: RunningServer) -> None:
+    huge = "hello " * 9000
+    status, error = _error(
+        server, {"model": LOCAL, "messages": [{"role": "user", "content": huge}]}
+    )
+    assert status == 400
+    assert error["code"] == "context_length_exceeded"
+    assert "maximum context length is 8192 tokens" in error["message"]
+
+
+def test_max_tokens_beyond_the_context_is_clamped(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=LOCAL, messages=HELLO, max_tokens=1_000_000, stop=["."]
+    )
+    assert response.choices[0].message.content is not None
+
+
+def test_tools_on_a_model_without_tool_support_get_400(server: RunningServer) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    status, error = _error(server, {"model": LOCAL, "messages": HELLO, "tools": tools})
+    assert status == 400
+    assert error["param"] == "tools"
+
+
+def test_unknown_route_and_method(server: RunningServer) -> None:
+    assert httpx.get(server.base_url + "/v1/nothing").status_code == 404
+    response = httpx.get(server.base_url + "/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_client_disconnect_stops_generation(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Write a very long essay about the sea."}],
+        max_tokens=4000,
+        stream=True,
+    )
+    for index, _chunk in enumerate(stream):
+        if index == 3:
+            break
+    stream.close()
+    # The single engine instance is free again at once: a short request is not stuck behind
+    # the ~4,000 tokens the abandoned stream would otherwise still be generating.
+    started = time.monotonic()
+    client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=4)
+    assert time.monotonic() - started < 15
+
+
+def test_keys_cli_create_use_revoke(server: RunningServer) -> None:
+    created = server.cli("keys", "create", "--name", "e2e")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sk-")
+    user = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    assert user.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=2).choices
+    listed = server.cli("keys", "list")
+    assert "e2e" in listed.stdout
+    assert secret not in listed.stdout
+    revoked = server.cli("keys", "revoke", "e2e")
+    assert revoked.returncode == 0, revoked.stderr
+    with pytest.raises(openai.AuthenticationError):
+        user.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=2)

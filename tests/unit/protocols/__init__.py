@@ -1,0 +1,1 @@
+"""Tests for the wire formats in modelport.protocols."""

@@ -1,0 +1,257 @@
+"""The keys service: issuing, revoking, the first-start admin key, and cached authentication."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from modelport.services.keys import (
+    KeyService,
+    Principal,
+    create_key,
+    ensure_admin_key,
+    generate_secret,
+    hash_secret,
+    revoke_key,
+)
+from modelport.store import migrate
+from modelport.store.base import ApiKeyRecord, KeyStore, Role
+from modelport.store.sql import SqlStore
+
+
+class CountingStore:
+    """A KeyStore that forwards to another and counts hash lookups (the hot-path query)."""
+
+    def __init__(self, inner: KeyStore) -> None:
+        self.inner = inner
+        self.lookups = 0
+
+    def create_key(
+        self, *, name: str, prefix: str, secret_hash: str, role: Role, created_at: datetime
+    ) -> ApiKeyRecord:
+        return self.inner.create_key(
+            name=name, prefix=prefix, secret_hash=secret_hash, role=role, created_at=created_at
+        )
+
+    def list_keys(self, *, include_revoked: bool = False) -> list[ApiKeyRecord]:
+        return self.inner.list_keys(include_revoked=include_revoked)
+
+    def find_key_by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
+        self.lookups += 1
+        return self.inner.find_key_by_hash(secret_hash)
+
+    def revoke_key(self, key_id: int, revoked_at: datetime) -> int:
+        return self.inner.revoke_key(key_id, revoked_at)
+
+    def get_meta(self, key: str) -> str | None:
+        return self.inner.get_meta(key)
+
+    def set_meta(self, key: str, value: str, *, replace: bool = True) -> bool:
+        return self.inner.set_meta(key, value, replace=replace)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CountingStore]:
+    url = f"sqlite:///{tmp_path / 'modelport.db'}"
+    migrate(url)
+    with SqlStore(url) as sql:
+        yield CountingStore(sql)
+
+
+def test_secrets_are_long_random_and_prefixed() -> None:
+    secrets = {generate_secret() for _ in range(200)}
+    assert len(secrets) == 200
+    for secret in secrets:
+        assert re.fullmatch(r"sk-mp-[A-Za-z0-9_-]{43}", secret)
+
+
+def test_created_keys_store_a_hash_and_a_display_prefix_only(store: CountingStore) -> None:
+    record, secret = create_key(store, "  ci bot  ")
+    assert record.name == "ci bot"
+    assert record.role == "user"
+    assert record.prefix == secret[:12]
+    assert record.secret_hash == hash_secret(secret)
+    assert secret not in repr(record)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "42", "sk-mp-abc", "a\nb", "x" * 101])
+def test_unusable_names_are_refused(store: CountingStore, name: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        create_key(store, name)
+    assert raised.value.param == "name"
+    assert store.list_keys(include_revoked=True) == []
+
+
+@pytest.mark.asyncio
+async def test_authenticate_returns_the_principal(store: CountingStore) -> None:
+    record, secret = create_key(store, "alice", role="admin")
+    service = KeyService(store, ttl=60)
+    assert await service.authenticate(secret) == Principal(
+        key_id=record.id, name="alice", role="admin"
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("secret", [None, ""])
+async def test_missing_key_says_how_to_send_one(store: CountingStore, secret: str | None) -> None:
+    with pytest.raises(AuthenticationFailed, match="Missing API key") as raised:
+        await KeyService(store, ttl=60).authenticate(secret)
+    assert "Authorization: Bearer" in raised.value.message
+    assert raised.value.status == 401
+
+
+@pytest.mark.asyncio
+async def test_unknown_key_fails_without_echoing_it(store: CountingStore) -> None:
+    create_key(store, "alice")
+    guess = generate_secret()
+    with pytest.raises(AuthenticationFailed, match="Invalid API key") as raised:
+        await KeyService(store, ttl=60).authenticate(guess)
+    assert guess not in str(raised.value)
+    assert guess[6:] not in str(raised.value)
+
+
+@pytest.mark.asyncio
+async def test_garbage_is_rejected_without_a_lookup(store: CountingStore) -> None:
+    service = KeyService(store, ttl=60)
+    for garbage in ("Bearer x", "sk-other", "sk-mp-" + "a" * 300):
+        with pytest.raises(AuthenticationFailed, match="Invalid API key"):
+            await service.authenticate(garbage)
+    assert store.lookups == 0
+
+
+@pytest.mark.asyncio
+async def test_cached_result_spares_the_store(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=60)
+    first = await service.authenticate(secret)
+    second = await service.authenticate(secret)
+    assert first == second
+    assert store.lookups == 1
+
+
+@pytest.mark.asyncio
+async def test_unknown_keys_are_cached_too(store: CountingStore) -> None:
+    service = KeyService(store, ttl=60)
+    guess = generate_secret()
+    for _ in range(5):
+        with pytest.raises(AuthenticationFailed):
+            await service.authenticate(guess)
+    assert store.lookups == 1
+
+
+@pytest.mark.asyncio
+async def test_concurrent_misses_share_one_lookup(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=60)
+    results = await asyncio.gather(*(service.authenticate(secret) for _ in range(20)))
+    assert len(set(results)) == 1
+    assert store.lookups == 1
+
+
+@pytest.mark.asyncio
+async def test_revoked_key_fails_at_once_with_no_cache(store: CountingStore) -> None:
+    record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=0)
+    await service.authenticate(secret)
+    revoke_key(store, str(record.id))
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await service.authenticate(secret)
+
+
+@pytest.mark.asyncio
+async def test_revocation_takes_effect_when_the_ttl_expires(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    clock = FakeClock()
+    service = KeyService(store, ttl=5, clock=clock)
+    await service.authenticate(secret)
+    revoke_key(store, "alice")
+    clock.now += 4.9
+    await service.authenticate(secret)  # still trusted: the documented staleness window
+    clock.now += 0.2
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await service.authenticate(secret)
+
+
+@pytest.mark.asyncio
+async def test_forget_all_makes_a_local_revocation_immediate(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=60)
+    await service.authenticate(secret)
+    revoke_key(store, "alice")
+    service.forget_all()
+    with pytest.raises(AuthenticationFailed):
+        await service.authenticate(secret)
+
+
+@pytest.mark.asyncio
+async def test_the_cache_is_bounded(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=60, max_entries=8)
+    await service.authenticate(secret)
+    for _ in range(50):
+        with pytest.raises(AuthenticationFailed):
+            await service.authenticate(generate_secret())
+    assert len(service._cache) <= 8
+    assert await service.authenticate(secret) == Principal(key_id=1, name="alice", role="user")
+
+
+def test_revoke_by_id_prefix_secret_and_name(store: CountingStore) -> None:
+    by_id, _ = create_key(store, "one")
+    by_prefix, _ = create_key(store, "two")
+    by_secret, secret = create_key(store, "three")
+    by_name, _ = create_key(store, "four")
+    assert revoke_key(store, str(by_id.id)).id == by_id.id
+    assert revoke_key(store, by_prefix.prefix + "...").id == by_prefix.id
+    assert revoke_key(store, secret).id == by_secret.id
+    assert revoke_key(store, "four").id == by_name.id
+    assert store.list_keys() == []
+
+
+def test_revoke_refuses_ambiguous_and_unknown_selectors(store: CountingStore) -> None:
+    first, _ = create_key(store, "shared")
+    second, _ = create_key(store, "shared")
+    with pytest.raises(InvalidRequest, match=f"ids {first.id}, {second.id}.*by its id"):
+        revoke_key(store, "shared")
+    assert len(store.list_keys()) == 2
+    with pytest.raises(NotFound):
+        revoke_key(store, "nobody")
+    unknown_secret = generate_secret()
+    with pytest.raises(NotFound) as raised:
+        revoke_key(store, unknown_secret)
+    assert unknown_secret not in str(raised.value)
+    revoke_key(store, str(first.id))
+    assert revoke_key(store, "shared").id == second.id  # only one active key left
+    with pytest.raises(InvalidRequest, match="already revoked"):
+        revoke_key(store, str(first.id))
+
+
+def test_admin_key_is_issued_once(store: CountingStore) -> None:
+    secret = ensure_admin_key(store)
+    assert secret is not None
+    record = store.find_key_by_hash(hash_secret(secret))
+    assert record is not None
+    assert (record.name, record.role) == ("admin", "admin")
+    assert ensure_admin_key(store) is None
+    revoke_key(store, "admin")
+    assert ensure_admin_key(store) is None  # even with no active keys left
+    assert len(store.list_keys(include_revoked=True)) == 1
+
+
+def test_no_admin_key_when_keys_already_exist(store: CountingStore) -> None:
+    create_key(store, "made-before-first-start")
+    assert ensure_admin_key(store) is None
+    assert [key.name for key in store.list_keys()] == ["made-before-first-start"]

@@ -1,0 +1,151 @@
+"""SqlStore on SQLite in a temporary data directory: migrations, keys, metadata."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from modelport.store import migrate
+from modelport.store.base import ApiKeyRecord, Role, StoreConflict, StoreError
+from modelport.store.schema import metadata
+from modelport.store.sql import SqlStore
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'data' / 'modelport.db'}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SqlStore]:
+    migrate(url)
+    with SqlStore(url) as opened:
+        yield opened
+
+
+def _key(
+    store: SqlStore,
+    name: str = "ci",
+    digest: str = "a" * 64,
+    role: Role = "user",
+    created_at: datetime = T0,
+) -> ApiKeyRecord:
+    return store.create_key(
+        name=name, prefix="sk-mp-abcdef", secret_hash=digest, role=role, created_at=created_at
+    )
+
+
+def test_migrate_creates_the_data_directory_and_is_idempotent(tmp_path: Path, url: str) -> None:
+    migrate(url)
+    migrate(url)  # a second run on a current database changes nothing and does not fail
+    database = tmp_path / "data" / "modelport.db"
+    assert database.is_file()
+    with sqlite3.connect(database) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert {"api_keys", "app_meta", "alembic_version"} <= tables
+    assert versions == [("0001",)]
+
+
+def test_migrations_build_exactly_the_schema_module(url: str) -> None:
+    migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def test_sqlite_connections_use_wal_and_a_busy_timeout(store: SqlStore) -> None:
+    _key(store)  # opens a pooled connection through the store's engine
+    engine = store._engine
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_create_and_find_round_trip(store: SqlStore) -> None:
+    created = _key(store, role="admin")
+    assert created.id >= 1
+    assert created.name == "ci"
+    assert created.role == "admin"
+    assert created.created_at == T0
+    assert created.created_at.tzinfo is not None
+    assert created.revoked_at is None
+    assert store.find_key_by_hash("a" * 64) == created
+    assert store.find_key_by_hash("b" * 64) is None
+
+
+def test_timestamps_come_back_in_utc(store: SqlStore) -> None:
+    shanghai = timezone(timedelta(hours=8))
+    created = _key(store, created_at=datetime(2025, 3, 1, 20, 0, tzinfo=shanghai))
+    found = store.find_key_by_hash(created.secret_hash)
+    assert found is not None
+    assert found.created_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    assert found.created_at.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamps_are_refused(store: SqlStore) -> None:
+    with pytest.raises(StoreError):
+        _key(store, created_at=datetime(2025, 1, 1))
+
+
+def test_secret_hash_is_unique(store: SqlStore) -> None:
+    _key(store, name="first")
+    with pytest.raises(StoreConflict):
+        _key(store, name="second")
+    assert [key.name for key in store.list_keys(include_revoked=True)] == ["first"]
+
+
+def test_revoke_hides_the_key_from_the_default_listing(store: SqlStore) -> None:
+    first = _key(store, name="first", digest="1" * 64)
+    second = _key(store, name="second", digest="2" * 64)
+    later = T0 + timedelta(days=1)
+    assert store.revoke_key(first.id, later) == 1
+    assert store.revoke_key(first.id, later + timedelta(days=1)) == 0  # already revoked
+    assert store.revoke_key(9999, later) == 0
+    assert [key.id for key in store.list_keys()] == [second.id]
+    everything = store.list_keys(include_revoked=True)
+    assert [key.id for key in everything] == [first.id, second.id]
+    assert everything[0].revoked_at == later
+    found = store.find_key_by_hash(first.secret_hash)
+    assert found is not None
+    assert found.revoked
+
+
+def test_meta_values(store: SqlStore) -> None:
+    assert store.get_meta("flag") is None
+    assert store.set_meta("flag", "one") is True
+    assert store.get_meta("flag") == "one"
+    assert store.set_meta("flag", "two", replace=False) is False
+    assert store.get_meta("flag") == "one"
+    assert store.set_meta("flag", "three") is True
+    assert store.get_meta("flag") == "three"
+
+
+def test_data_survives_reopening(url: str) -> None:
+    migrate(url)
+    with SqlStore(url) as store:
+        created = _key(store)
+    migrate(url)
+    with SqlStore(url) as reopened:
+        assert reopened.list_keys() == [created]
+
+
+def test_unusable_urls_raise_store_errors_without_the_password(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="invalid database URL"):
+        migrate("not a url")
+    with pytest.raises(StoreError) as raised:
+        migrate("nosuchdb://user:hunter2@localhost/x")
+    assert "hunter2" not in str(raised.value)
