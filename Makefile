@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 # A portable x86-64-v3 build of llama.cpp (see docs/engine.md); pip caches the wheel after the first build.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
+LINT_PATHS := src tests $(wildcard benchmarks)
 
 .PHONY: install serve test lint types layers unit fmt clean
 
@@ -22,8 +23,8 @@ serve: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/modelport serve
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 types: install
 	$(BIN)/mypy
@@ -37,8 +38,8 @@ unit: install
 test: lint types layers unit
 
 fmt: install
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -25,13 +25,23 @@ from modelport.core.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
+from modelport.core.events import (
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    Stop,
+    TextDelta,
+    ToolCallStart,
+    Usage,
+)
 from modelport.core.ids import request_id
 from modelport.core.types import ChatRequest
 from modelport.services.catalog import resolve_model
 from modelport.services.keys import Principal
 
 log = logging.getLogger("modelport.inference")
+_CONTENT = (TextDelta, ReasoningDelta, ToolCallStart)
 usage_log = logging.getLogger("modelport.usage")
 
 # Failures worth trying the next backend for: the backend, not the request, is at fault.
@@ -125,13 +135,21 @@ class InferenceService:
         try:
             yield first
             async for event in stream:
-                if first_token_at is None and isinstance(event, TextDelta):
+                if first_token_at is None and isinstance(event, _CONTENT):
                     first_token_at = time.monotonic()
                 if isinstance(event, Usage):
                     usage = event
                 elif isinstance(event, Stop):
                     stop = event
+                elif isinstance(event, Error):
+                    error = event.error
                 yield event
+            if stop is None and error is None:
+                # Never leave a stream without a finish: clients such as OpenCode re-send
+                # forever when a stream ends without one.
+                error = InternalError(f"backend {first.backend} ended its stream without a stop")
+                log.error("%s", error.message)
+                yield Error(error)
         except ModelportError as exc:
             error = exc
             yield Error(exc)

@@ -1,0 +1,70 @@
+"""An incremental server-sent-events parser for upstream streams: bytes in as they arrive,
+complete `(event name, data payload)` pairs out. Pure: no I/O.
+
+What the payloads mean is `upstream_stream.py`'s job.
+"""
+
+from __future__ import annotations
+
+from modelport.core.errors import UpstreamError
+
+MAX_SSE_LINE = 16 * 1024 * 1024  # an upstream line longer than this is a broken upstream
+
+SSEEvent = tuple[str | None, bytes]  # (event name or None, data payload)
+
+
+class SSEParser:
+    """Incremental server-sent-events parser: feed bytes as they arrive, get complete events.
+
+    Lines end in LF or CRLF; `data:` lines of one event are joined with LF; comment lines
+    (`: keepalive`) and `id:`/`retry:` fields are skipped. `[DONE]` comes out as a payload like
+    any other. Feeding a stream in any split gives the same events as feeding it whole.
+    """
+
+    __slots__ = ("_buffer", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._event: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._buffer:
+            chunk = self._buffer + chunk
+        lines = chunk.split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > MAX_SSE_LINE:
+            raise UpstreamError("upstream sent a stream line longer than 16 MiB")
+        out: list[SSEEvent] = []
+        for line in lines:
+            self._line(line, out)
+        return out
+
+    def close(self) -> list[SSEEvent]:
+        """End of input: an event not followed by a blank line still counts."""
+        out: list[SSEEvent] = []
+        if self._buffer:
+            self._line(self._buffer, out)
+            self._buffer = b""
+        self._line(b"", out)
+        return out
+
+    def _line(self, line: bytes, out: list[SSEEvent]) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                out.append((self._event, data))
+                self._data = []
+            self._event = None
+            return
+        if line[0] == 0x3A:  # ":" starts a comment (keepalives)
+            return
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")

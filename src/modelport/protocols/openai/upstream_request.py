@@ -1,0 +1,188 @@
+"""Building an upstream's request body: a canonical `ChatRequest` -> the JSON body for
+POST /chat/completions on an OpenAI-compatible server. Pure: no I/O.
+
+The body always asks for a stream that ends with a usage chunk; what differs between kinds of
+upstream (reasoning field, chat_template_kwargs, extra sampling keys) is read from the dialect's
+row in `dialects.py`. Imports only core and msgspec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from modelport.core.types import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    ReasoningPart,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolResultPart,
+)
+from modelport.protocols.openai.dialects import DialectRules
+
+
+def build_request_body(
+    request: ChatRequest, *, model: str, rules: DialectRules, context_length: int | None = None
+) -> dict[str, Any]:
+    """The JSON body for POST /chat/completions. Always streamed, always asking for usage.
+
+    Only fields the request sets are sent (an explicit 0 is set); `extensions` fill in keys the
+    gateway did not set itself and never override them.
+    """
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [wire for message in request.messages for wire in _messages(message, rules)],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.tools:
+        body["tools"] = [_tool(tool) for tool in request.tools]
+        choice = request.tool_choice
+        if choice.mode == "named":
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        else:
+            body["tool_choice"] = choice.mode
+        body["parallel_tool_calls"] = request.parallel_tool_calls
+    _sampling(request, rules, body)
+    if request.max_output_tokens is not None:
+        limit = request.max_output_tokens
+        body["max_tokens"] = min(limit, context_length) if context_length else limit
+    response_format = request.response_format
+    if response_format.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif response_format.type == "json_schema":
+        schema: dict[str, Any] = {"name": response_format.name or "response"}
+        if response_format.schema is not None:
+            schema["schema"] = response_format.schema
+        schema["strict"] = response_format.strict
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs is not None:
+            body["top_logprobs"] = request.top_logprobs
+    reasoning = request.reasoning
+    if reasoning.effort is not None:
+        body["reasoning_effort"] = reasoning.effort
+    if request.verbosity is not None:
+        body["verbosity"] = request.verbosity
+    if rules.chat_template_kwargs:
+        template_kwargs = dict(request.chat_template_kwargs or {})
+        enabled = reasoning.enabled
+        if enabled is None and reasoning.effort == "none":
+            enabled = False
+        if rules.thinking_switch and enabled is not None:
+            template_kwargs.setdefault("enable_thinking", enabled)
+        if template_kwargs:
+            body["chat_template_kwargs"] = template_kwargs
+    for key, value in request.extensions.items():
+        body.setdefault(key, value)
+    return body
+
+
+def encode_request_body(body: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(body)
+
+
+def _sampling(request: ChatRequest, rules: DialectRules, body: dict[str, Any]) -> None:
+    sampling = request.sampling
+    if sampling.temperature is not None:
+        body["temperature"] = sampling.temperature
+    if sampling.top_p is not None:
+        body["top_p"] = sampling.top_p
+    if sampling.frequency_penalty is not None:
+        body["frequency_penalty"] = sampling.frequency_penalty
+    if sampling.presence_penalty is not None:
+        body["presence_penalty"] = sampling.presence_penalty
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    for name, wire_name in rules.sampling_names.items():
+        value = getattr(sampling, name)
+        if value is not None:
+            body[wire_name] = value
+    if sampling.logit_bias:
+        # JSON object keys are strings; the OpenAI API documents token ids as string keys.
+        body["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias.items()}
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    # Upstreams validate `parameters` as an object schema; an empty one means "no arguments".
+    function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
+    if tool.strict:
+        function["strict"] = True
+    return {"type": "function", "function": function}
+
+
+def _messages(message: Message, rules: DialectRules) -> Iterator[dict[str, Any]]:
+    """One canonical message -> one or more wire messages.
+
+    Tool results become `tool` messages of their own, placed first: the OpenAI format wants them
+    right after the assistant turn that made the calls (an Anthropic-style user turn carries the
+    results and the user's next words together).
+    """
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    has_image = False
+    for part in message.parts:
+        if isinstance(part, ToolResultPart):
+            yield {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
+        elif isinstance(part, TextPart):
+            texts.append(part.text)
+        elif isinstance(part, ImagePart):
+            has_image = True
+        elif isinstance(part, ReasoningPart):
+            reasoning.append(part.text)
+        elif isinstance(part, ToolCallPart):
+            calls.append(
+                {
+                    "id": part.id,
+                    "type": "function",
+                    "function": {"name": part.name, "arguments": part.arguments},
+                }
+            )
+    if message.role == "tool":
+        return
+    wire: dict[str, Any] = {"role": message.role}
+    if has_image:
+        wire["content"] = [_content_part(part) for part in message.parts if _is_content(part)]
+    elif texts:
+        # vLLM and SGLang join text parts with newlines before templating; do it here so that
+        # upstreams that only take a string see the same prompt.
+        wire["content"] = "\n".join(texts)
+    elif calls:
+        wire["content"] = None
+    elif not reasoning and any(isinstance(part, ToolResultPart) for part in message.parts):
+        return  # the turn carried only tool results
+    else:
+        wire["content"] = ""
+    if message.name is not None:
+        wire["name"] = message.name
+    if reasoning and rules.reasoning_field is not None and message.role == "assistant":
+        wire[rules.reasoning_field] = "".join(reasoning)
+    if calls:
+        wire["tool_calls"] = calls
+    yield wire
+
+
+def _is_content(part: object) -> bool:
+    return isinstance(part, TextPart | ImagePart)
+
+
+def _content_part(part: object) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    assert isinstance(part, ImagePart)
+    image: dict[str, Any] = {"url": part.url}
+    if part.detail is not None:
+        image["detail"] = part.detail
+    return {"type": "image_url", "image_url": image}
