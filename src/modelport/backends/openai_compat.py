@@ -1,7 +1,8 @@
 """The backend for every OpenAI-compatible upstream: vLLM, SGLang, llama.cpp's server, Ollama,
 hosted providers. Only the HTTP lives here (aiohttp); building the body, parsing the stream and
-mapping errors is pure code in `protocols/openai/client.py`, and the differences between
-upstreams are rows in `protocols/openai/dialects.py`.
+mapping errors is pure code in `protocols/openai/` (`upstream_request.py`, `sse.py`,
+`upstream_stream.py`, `upstream_errors.py`), and the differences between upstreams are rows in
+`protocols/openai/dialects.py`.
 
 The upstream is always asked for a stream with a usage chunk; a non-streaming client answer is
 `collect()` over the same events.
@@ -22,14 +23,11 @@ from modelport.core.catalog import ModelCard, OpenAICompatBackend
 from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
 from modelport.core.events import Event, Start
 from modelport.core.types import ChatRequest
-from modelport.protocols.openai.client import (
-    SSEParser,
-    StreamTranslator,
-    build_request_body,
-    encode_request_body,
-    error_for_status,
-)
 from modelport.protocols.openai.dialects import DIALECTS
+from modelport.protocols.openai.sse import SSEParser
+from modelport.protocols.openai.upstream_errors import error_for_status
+from modelport.protocols.openai.upstream_request import build_request_body, encode_request_body
+from modelport.protocols.openai.upstream_stream import StreamTranslator
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -75,11 +73,12 @@ class OpenAICompatEngine:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
+        self._read_timeout = config.timeout if config.read_timeout is None else config.read_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeout,
             connect=config.connect_timeout,
             sock_connect=config.connect_timeout,
-            sock_read=config.timeout,
+            sock_read=self._read_timeout,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -235,7 +234,7 @@ class OpenAICompatEngine:
                 f"{self.config.connect_timeout:g}s"
             )
         if isinstance(exc, aiohttp.SocketTimeoutError):
-            return UpstreamTimeout(f"upstream {where} sent nothing for {self.config.timeout:g}s")
+            return UpstreamTimeout(f"upstream {where} sent nothing for {self._read_timeout:g}s")
         if isinstance(exc, TimeoutError):
             return UpstreamTimeout(
                 f"upstream {where} did not finish within {self.config.timeout:g}s"

@@ -75,6 +75,9 @@ class OpenAICompatBackend(
     dialect: Dialect = "generic"
     upstream_model: str | None = None  # the model name the upstream knows; default: the card id
     timeout: float = 600.0  # seconds for a whole response
+    # Seconds without any bytes from the upstream before the response is abandoned;
+    # None = the whole-response `timeout`.
+    read_timeout: float | None = None
     connect_timeout: float = 10.0
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     name: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -303,6 +304,35 @@ async def test_a_stream_that_stalls_mid_way_times_out(
 
 
 @pytest.mark.asyncio
+async def test_read_timeout_abandons_a_stalled_stream_long_before_the_whole_timeout(
+    fake: FakeOpenAIUpstream, engines: Engines
+) -> None:
+    # The whole answer arrives except `[DONE]` and the end of the body, then the upstream
+    # goes silent for far longer than read_timeout but well within timeout.
+    fake.enqueue(Script(text=["one", "two"], send_done=False, linger_after_done=10.0))
+    engine = await engines(fake.base_url, read_timeout=0.3, timeout=30.0)
+    seen: list[Event] = []
+    began = time.monotonic()
+    with pytest.raises(UpstreamTimeout, match=r"sent nothing for 0\.3s"):
+        async for event in engine.stream(request(), context()):
+            seen.append(event)
+    assert time.monotonic() - began < 2.0
+    assert seen == [Start(CARD.id, engine.name), TextDelta(0, "one"), TextDelta(0, "two")]
+
+
+@pytest.mark.asyncio
+async def test_read_timeout_bounds_each_silence_not_the_whole_response(
+    fake: FakeOpenAIUpstream, engines: Engines
+) -> None:
+    # Five chunks 0.2 s apart: the response takes about 1 s, more than read_timeout in all.
+    fake.enqueue(Script(text=["a", "b"], delay=0.2))
+    engine = await engines(fake.base_url, read_timeout=0.6, timeout=30.0)
+    began = time.monotonic()
+    assert (await collect(engine.stream(request(), context()))).text == "ab"
+    assert time.monotonic() - began > 0.6
+
+
+@pytest.mark.asyncio
 async def test_an_error_inside_the_stream_is_raised_after_the_partial_answer(
     fake: FakeOpenAIUpstream, engines: Engines
 ) -> None:
@@ -375,6 +405,12 @@ async def test_the_fake_also_serves_from_its_own_thread(engines: Engines) -> Non
         engine = await engines(url)
         completion = await collect(engine.stream(request("MARK"), context()))
         assert completion.text == "from a thread"
+        # The fake's thread marks the answer complete just after the last byte leaves it, which
+        # can be a moment after the backend has read that byte.
+        for _ in range(100):  # up to 1 s
+            if upstream.requests[0].completed:
+                break
+            await asyncio.sleep(0.01)
         assert upstream.requests[0].completed
         async with aiohttp.ClientSession() as session, session.get(url + "/models") as models:
             listed = await models.json()

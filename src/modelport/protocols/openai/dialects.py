@@ -1,8 +1,9 @@
 """How each kind of OpenAI-compatible upstream differs from the others: one row per dialect.
 
 The differences between vLLM, SGLang, llama.cpp's server, Ollama and hosted providers are data,
-not subclasses: `client.build_request_body` reads the row for the configured dialect. Extend a
-row (or add a column) when an engine grows a quirk. Pure: no I/O.
+not subclasses: `upstream_request.build_request_body` reads the row for the configured dialect.
+Extend a row (or add a column) when an engine grows a quirk. Pure: no I/O. docs/backends.md has
+a table of these rows: keep it in step.
 
 Reading the stream does not depend on the dialect: reasoning arrives as `reasoning_content`
 (SGLang, llama.cpp, older vLLM) or `reasoning` (vLLM >= 0.11, Ollama) and both are accepted.

@@ -41,7 +41,9 @@ def error_for_status(
 ) -> ModelportError:
     """The `core.errors` type for an upstream's non-2xx answer (`body` is its raw body)."""
     detail = error_detail(body) or f"HTTP {status} with no message"
-    return upstream_error(status, detail, None, upstream, model, parse_retry_after(retry_after, now))
+    return upstream_error(
+        status, detail, None, upstream, model, parse_retry_after(retry_after, now)
+    )
 
 
 def error_detail(body: bytes) -> str | None:
@@ -92,6 +94,8 @@ def upstream_error(
     model: str,
     retry_after: float | None,
 ) -> ModelportError:
+    """The `core.errors` type for an upstream error: an HTTP `status`, or (`status` None) an
+    error inside a stream, classified by its `code` or, failing that, its wording."""
     if status is None:
         # Inside a stream: an HTTP-like numeric code, or a code word.
         if isinstance(code, int) and 400 <= code <= 599:
@@ -126,5 +130,6 @@ def upstream_error(
 
 
 def clip(data: bytes, limit: int = 500) -> str:
+    """Upstream bytes as short text for an error message."""
     text = data[:limit].decode("utf-8", "replace").strip()
     return text + "…" if len(data) > limit else text

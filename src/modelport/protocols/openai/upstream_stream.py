@@ -25,6 +25,7 @@ from modelport.core.ids import tool_call_id
 from modelport.core.types import FinishReason, TokenLogprob
 from modelport.protocols.openai.upstream_errors import clip, upstream_error
 
+
 class _Function(msgspec.Struct):
     name: str | None = None
     arguments: str | None = None
@@ -183,7 +184,9 @@ class StreamTranslator:
             chunk = _CHUNK.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             if event == "error":
-                raise upstream_error(None, clip(data), None, self._upstream, self._model, None) from None
+                raise upstream_error(
+                    None, clip(data), None, self._upstream, self._model, None
+                ) from None
             raise UpstreamError(
                 f"upstream sent an unreadable stream chunk ({exc}): {clip(data)}"
             ) from None

@@ -1,0 +1,113 @@
+"""Upstream HTTP error answers -> the core error tree; error bodies and Retry-After. Pure code."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modelport.core.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelportError,
+    Overloaded,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from modelport.protocols.openai.upstream_errors import (
+    error_detail,
+    error_for_status,
+    parse_retry_after,
+)
+
+
+def error(status: int, body: Any, retry_after: str | None = None) -> ModelportError:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return error_for_status(
+        status, raw, upstream="http://up:8000/v1", model="Qwen/Qwen3-8B", retry_after=retry_after
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "fragment"),
+    [
+        (
+            400,
+            {"error": {"message": "temperature must be >= 0"}},
+            InvalidRequest,
+            "temperature must be >= 0",
+        ),
+        (
+            400,
+            {
+                "object": "error",
+                "message": "This model's maximum context length is 40960 tokens. "
+                "However, you requested 50000 tokens",
+            },
+            ContextLengthExceeded,
+            "maximum context length is 40960",
+        ),
+        (
+            400,
+            {
+                "error": {
+                    "message": "the request exceeds the available context size",
+                    "type": "exceed_context_size_error",
+                }
+            },
+            ContextLengthExceeded,
+            "context size",
+        ),
+        (
+            422,
+            {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]},
+            InvalidRequest,
+            "field required",
+        ),
+        (401, {"error": {"message": "Incorrect API key"}}, UpstreamError, "credentials"),
+        (403, {"error": "forbidden"}, UpstreamError, "api_key"),
+        (
+            404,
+            {"error": {"message": "The model `x` does not exist."}},
+            UpstreamError,
+            "'Qwen/Qwen3-8B'",
+        ),
+        (408, b"", UpstreamTimeout, "HTTP 408"),
+        (504, b"<html>gateway timeout</html>", UpstreamTimeout, "gateway timeout"),
+        (500, {"message": "CUDA out of memory"}, UpstreamError, "CUDA out of memory"),
+        (502, b"", UpstreamError, "HTTP 502"),
+    ],
+)
+def test_http_errors_map_onto_the_error_tree(
+    status: int, body: Any, kind: type[ModelportError], fragment: str
+) -> None:
+    mapped = error(status, body)
+    assert type(mapped) is kind
+    assert fragment in mapped.message
+
+
+def test_rate_limits_and_overload_carry_retry_after() -> None:
+    limited = error(429, {"error": {"message": "too many"}}, retry_after="7")
+    assert isinstance(limited, RateLimited) and limited.retry_after == 7.0
+    busy = error(503, {"error": {"message": "busy"}}, retry_after="1.5")
+    assert isinstance(busy, Overloaded) and busy.retry_after == 1.5
+    assert error(429, b"", retry_after=None).retry_after is None
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT") is None  # no clock, no guess
+    assert parse_retry_after("soon", now=0.0) is None
+
+
+def test_error_detail_reads_the_usual_shapes() -> None:
+    assert error_detail(b'{"error": {"message": "m1", "type": "t"}}') == "m1"
+    assert error_detail(b'{"error": "m2"}') == "m2"
+    assert error_detail(b'{"object": "error", "message": "m3"}') == "m3"
+    assert error_detail(b'{"detail": "m4"}') == "m4"
+    assert error_detail(b"plain text") == "plain text"
+    assert error_detail(b"   ") is None
+    long = error_detail(b"x" * 5000)
+    assert long is not None and len(long) < 600
