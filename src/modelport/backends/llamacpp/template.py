@@ -20,16 +20,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modelport.core.catalog import ConfigError
 from modelport.core.errors import InvalidRequest
-from modelport.core.types import (
-    ChatRequest,
-    ImagePart,
-    Message,
-    ReasoningPart,
-    TextPart,
-    Tool,
-    ToolCallPart,
-    ToolResultPart,
-)
+from modelport.core.types import ChatRequest
+from modelport.protocols.openai.messages import openai_messages, openai_tool
 
 
 class _GenerationBlock(Extension):
@@ -93,13 +85,13 @@ class ChatTemplate:
         `defaults` are template variables the engine chooses (e.g. `enable_thinking`);
         `request.chat_template_kwargs` overrides them; the core variables override both.
         """
-        tools = [template_tool(tool) for tool in request.tools]
+        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
         if request.tool_choice.mode == "none":
             tools = []  # as vLLM does: the model cannot call a tool it is not shown
         variables: dict[str, Any] = dict(defaults or {})
         variables.update(request.chat_template_kwargs or {})
         variables.update(
-            messages=template_messages(request.messages),
+            messages=openai_messages(request.messages, for_template=True),
             tools=tools or None,
             add_generation_prompt=True,
             bos_token=self.bos_token,
@@ -122,67 +114,3 @@ class ChatTemplate:
                 f"The model's chat template cannot render these messages: {exc!r}",
                 param="messages",
             ) from None
-
-
-def template_tool(tool: Tool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
-    if tool.description is not None:
-        function["description"] = tool.description
-    return {"type": "function", "function": function}
-
-
-def template_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
-    """Canonical messages as the OpenAI-style dicts Hugging Face chat templates consume.
-
-    Tool results become separate role "tool" messages (placed before any text that shares
-    their message, as Anthropic-style histories order them).
-    """
-    out: list[dict[str, Any]] = []
-    for message in messages:
-        texts: list[str] = []
-        reasoning: list[str] = []
-        calls: list[dict[str, Any]] = []
-        for part in message.parts:
-            if isinstance(part, TextPart):
-                texts.append(part.text)
-            elif isinstance(part, ReasoningPart):
-                reasoning.append(part.text)
-            elif isinstance(part, ToolCallPart):
-                calls.append(_tool_call(part))
-            elif isinstance(part, ToolResultPart):
-                out.append(
-                    {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
-                )
-            elif isinstance(part, ImagePart):
-                raise InvalidRequest(
-                    "This model does not accept images (the local engine has no vision support).",
-                    param="messages",
-                )
-        if not texts and not calls and not reasoning and message.role != "assistant":
-            continue  # a message that held only tool results
-        entry: dict[str, Any] = {"role": message.role, "content": "".join(texts)}
-        if message.name is not None:
-            entry["name"] = message.name
-        if reasoning:
-            entry["reasoning_content"] = "".join(reasoning)
-        if calls:
-            entry["tool_calls"] = calls
-        out.append(entry)
-    return out
-
-
-def _tool_call(part: ToolCallPart) -> dict[str, Any]:
-    # Templates commonly apply `| tojson` to arguments, so pass an object when the text is one
-    # (as vLLM does); anything else stays the model's own text.
-    arguments: Any = part.arguments
-    try:
-        decoded = json.loads(part.arguments)
-    except ValueError:
-        decoded = None
-    if isinstance(decoded, dict):
-        arguments = decoded
-    return {
-        "id": part.id,
-        "type": "function",
-        "function": {"name": part.name, "arguments": arguments},
-    }

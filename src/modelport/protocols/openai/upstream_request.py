@@ -8,22 +8,15 @@ row in `dialects.py`. Imports only core and msgspec.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
 from modelport.core.types import (
     ChatRequest,
-    ImagePart,
-    Message,
-    ReasoningPart,
-    TextPart,
-    Tool,
-    ToolCallPart,
-    ToolResultPart,
 )
 from modelport.protocols.openai.dialects import DialectRules
+from modelport.protocols.openai.messages import openai_messages, openai_tool
 
 
 def build_request_body(
@@ -36,12 +29,12 @@ def build_request_body(
     """
     body: dict[str, Any] = {
         "model": model,
-        "messages": [wire for message in request.messages for wire in _messages(message, rules)],
+        "messages": openai_messages(request.messages, reasoning_field=rules.reasoning_field),
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     if request.tools:
-        body["tools"] = [_tool(tool) for tool in request.tools]
+        body["tools"] = [openai_tool(tool) for tool in request.tools]
         choice = request.tool_choice
         if choice.mode == "named":
             body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
@@ -109,80 +102,3 @@ def _sampling(request: ChatRequest, rules: DialectRules, body: dict[str, Any]) -
         body["logit_bias"] = {str(token): bias for token, bias in sampling.logit_bias.items()}
     if sampling.stop:
         body["stop"] = list(sampling.stop)
-
-
-def _tool(tool: Tool) -> dict[str, Any]:
-    function: dict[str, Any] = {"name": tool.name}
-    if tool.description is not None:
-        function["description"] = tool.description
-    # Upstreams validate `parameters` as an object schema; an empty one means "no arguments".
-    function["parameters"] = tool.parameters or {"type": "object", "properties": {}}
-    if tool.strict:
-        function["strict"] = True
-    return {"type": "function", "function": function}
-
-
-def _messages(message: Message, rules: DialectRules) -> Iterator[dict[str, Any]]:
-    """One canonical message -> one or more wire messages.
-
-    Tool results become `tool` messages of their own, placed first: the OpenAI format wants them
-    right after the assistant turn that made the calls (an Anthropic-style user turn carries the
-    results and the user's next words together).
-    """
-    texts: list[str] = []
-    reasoning: list[str] = []
-    calls: list[dict[str, Any]] = []
-    has_image = False
-    for part in message.parts:
-        if isinstance(part, ToolResultPart):
-            yield {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.content}
-        elif isinstance(part, TextPart):
-            texts.append(part.text)
-        elif isinstance(part, ImagePart):
-            has_image = True
-        elif isinstance(part, ReasoningPart):
-            reasoning.append(part.text)
-        elif isinstance(part, ToolCallPart):
-            calls.append(
-                {
-                    "id": part.id,
-                    "type": "function",
-                    "function": {"name": part.name, "arguments": part.arguments},
-                }
-            )
-    if message.role == "tool":
-        return
-    wire: dict[str, Any] = {"role": message.role}
-    if has_image:
-        wire["content"] = [_content_part(part) for part in message.parts if _is_content(part)]
-    elif texts:
-        # vLLM and SGLang join text parts with newlines before templating; do it here so that
-        # upstreams that only take a string see the same prompt.
-        wire["content"] = "\n".join(texts)
-    elif calls:
-        wire["content"] = None
-    elif not reasoning and any(isinstance(part, ToolResultPart) for part in message.parts):
-        return  # the turn carried only tool results
-    else:
-        wire["content"] = ""
-    if message.name is not None:
-        wire["name"] = message.name
-    if reasoning and rules.reasoning_field is not None and message.role == "assistant":
-        wire[rules.reasoning_field] = "".join(reasoning)
-    if calls:
-        wire["tool_calls"] = calls
-    yield wire
-
-
-def _is_content(part: object) -> bool:
-    return isinstance(part, TextPart | ImagePart)
-
-
-def _content_part(part: object) -> dict[str, Any]:
-    if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
-    assert isinstance(part, ImagePart)
-    image: dict[str, Any] = {"url": part.url}
-    if part.detail is not None:
-        image["detail"] = part.detail
-    return {"type": "image_url", "image_url": image}
