@@ -108,17 +108,17 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return bool(self.backends)
 
 
-class Catalog(msgspec.Struct, frozen=True):
-    models: tuple[ModelCard, ...]
+class Catalog:
+    """The model cards in catalog order, with lookup by id."""
+
+    __slots__ = ("_by_id", "models")
+
+    def __init__(self, models: tuple[ModelCard, ...]) -> None:
+        self.models = models
+        self._by_id = {card.id: card for card in models}
 
     def get(self, model_id: str) -> ModelCard | None:
-        for card in self.models:
-            if card.id == model_id:
-                return card
-        return None
-
-    def by_id(self) -> dict[str, ModelCard]:
-        return {card.id: card for card in self.models}
+        return self._by_id.get(model_id)
 
 
 def _convert_card(raw: Mapping[str, Any], source: str) -> ModelCard:

@@ -172,10 +172,13 @@ class InferenceService:
         started: float,
         first_token_at: float | None,
     ) -> None:
-        """Record what the request used. Billing and usage rows build on this (issue 7)."""
+        """Record what the request used. Billing and usage rows build on this (issue 7); until
+        then it is a debug log line (formatting one per request costs the hot path)."""
+        if not usage_log.isEnabledFor(logging.DEBUG):
+            return
         final_usage = usage or ctx.usage
         status = "ok" if stop is not None else ("error" if error is not None else "cancelled")
-        usage_log.info(
+        usage_log.debug(
             "request=%s key=%s model=%s backend=%s status=%s finish=%s prompt=%s completion=%s "
             "latency_ms=%.1f ttft_ms=%s",
             ctx.request_id,
