@@ -7,7 +7,7 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGG
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests $(wildcard benchmarks)
 
-.PHONY: install serve test lint types layers unit fmt clean
+.PHONY: install serve test lint types layers unit fmt clean bench
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ unit: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest
 
 test: lint types layers unit
+
+# The benchmark suite (benchmarks/README.md). Options: make bench BENCH_ARGS="--quick".
+BENCH_ARGS ?=
+bench: install
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 fmt: install
 	$(BIN)/ruff format $(LINT_PATHS)

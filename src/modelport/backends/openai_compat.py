@@ -101,62 +101,60 @@ class OpenAICompatEngine:
             await session.close()
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
-        """Events for one completion; raises `core.errors` types (before or after `Start`)."""
-        try:
-            # aclosing: a consumer that stops early closes the upstream response now, not at GC.
-            async with aclosing(self._stream(request, ctx)) as events:
-                async for event in events:
-                    yield event
-        except ModelportError as exc:
-            raise self._scrub(exc) from None
+        """Events for one completion; raises `core.errors` types (before or after `Start`).
 
-    async def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        Closing the generator early closes the upstream response, so the upstream sees the
+        disconnect and stops generating.
+        """
         body = build_request_body(
             request, model=self._model, rules=self._rules, context_length=self.card.context_length
         )
-        response = await self._post(encode_request_body(body))
-        complete = False
         try:
-            if response.status >= 300:
-                raise error_for_status(
-                    response.status,
-                    await self._read_error_body(response),
-                    upstream=self._where,
-                    model=self._model,
-                    retry_after=response.headers.get("Retry-After"),
-                    now=time.time(),
-                )
-            translator = StreamTranslator(upstream=self._where, model=self._model)
-            started = False
-            if response.content_type == "application/json":
-                # An upstream that ignored `stream: true` and sent one whole completion.
-                events = translator.feed(None, await self._read(response))
-            else:
-                events = []
-                async with aclosing(self._events(response, translator)) as batches:
-                    async for batch in batches:
-                        if translator.usage is not None:
-                            ctx.usage = translator.usage
-                        if not started:
-                            started = True
-                            yield Start(model=self.card.id, backend=self.name)
-                        for event in batch:
-                            yield event
-            if translator.usage is not None:
-                ctx.usage = translator.usage
-            events.extend(translator.finish())
-            if not started:
-                yield Start(model=self.card.id, backend=self.name)
-            for event in events:
-                yield event
-            complete = True
-            if translator.done and not response.content.is_eof():
-                await self._drain(response)
-        finally:
-            if complete and response.content.is_eof():
-                response.release()  # back to the pool for the next request
-            else:
-                response.close()  # drop the connection: the upstream sees the disconnect
+            response = await self._post(encode_request_body(body))
+            complete = False
+            try:
+                if response.status >= 300:
+                    raise error_for_status(
+                        response.status,
+                        await self._read_error_body(response),
+                        upstream=self._where,
+                        model=self._model,
+                        retry_after=response.headers.get("Retry-After"),
+                        now=time.time(),
+                    )
+                translator = StreamTranslator(upstream=self._where, model=self._model)
+                started = False
+                if response.content_type == "application/json":
+                    # An upstream that ignored `stream: true` and sent one whole completion.
+                    events = translator.feed(None, await self._read(response))
+                else:
+                    events = []
+                    async with aclosing(self._events(response, translator)) as batches:
+                        async for batch in batches:
+                            if translator.usage is not None:
+                                ctx.usage = translator.usage
+                            if not started:
+                                started = True
+                                yield Start(model=self.card.id, backend=self.name)
+                            for event in batch:
+                                yield event
+                if translator.usage is not None:
+                    ctx.usage = translator.usage
+                events.extend(translator.finish())
+                if not started:
+                    yield Start(model=self.card.id, backend=self.name)
+                for event in events:
+                    yield event
+                complete = True
+                if translator.done and not response.content.is_eof():
+                    await self._drain(response)
+            finally:
+                if complete and response.content.is_eof():
+                    response.release()  # back to the pool for the next request
+                else:
+                    response.close()  # drop the connection: the upstream sees the disconnect
+        except ModelportError as exc:
+            raise self._scrub(exc) from None
 
     async def _post(self, body: bytes) -> aiohttp.ClientResponse:
         session = self._session

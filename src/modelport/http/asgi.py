@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from typing import Any, TypeVar
 
 from modelport.core.errors import PayloadTooLarge
 
@@ -17,6 +17,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
 
 JSON = b"application/json"
 SSE_HEADERS = [
@@ -75,10 +76,13 @@ async def send_body(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_stream(send: Send, receive: Receive, chunks: AsyncIterator[bytes]) -> bool:
-    """Stream `chunks` as an SSE response; stop early if the client goes away.
+async def send_stream(
+    send: Send, receive: Receive, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]
+) -> bool:
+    """Stream `items`, each turned into bytes by `encode`, as an SSE response; stop early if
+    the client goes away.
 
-    Returns False when the client disconnected before the end. Either way `chunks` is closed,
+    Returns False when the client disconnected before the end. Either way `items` is closed,
     which stops the generation behind it.
     """
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -97,7 +101,8 @@ async def send_stream(send: Send, receive: Receive, chunks: AsyncIterator[bytes]
 
     watcher = asyncio.create_task(watch())
     try:
-        async for chunk in chunks:
+        async for item in items:
+            chunk = encode(item)
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -112,7 +117,5 @@ async def send_stream(send: Send, receive: Receive, chunks: AsyncIterator[bytes]
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await items.aclose()
     return not disconnected

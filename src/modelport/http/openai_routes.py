@@ -3,14 +3,11 @@ inference service, encode."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-
 from modelport.core.collect import collect
 from modelport.http.asgi import Request, Send, send_body, send_stream
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
-from modelport.services.inference import Generation
 
 
 async def chat_completions(state: AppState, request: Request, send: Send) -> None:
@@ -36,16 +33,7 @@ async def chat_completions(state: AppState, request: Request, send: Send) -> Non
         include_usage=options.include_usage,
         exclude_reasoning=exclude,
     )
-    await send_stream(send, request.receive, _sse(generation, encoder))
-
-
-async def _sse(generation: Generation, encoder: ChunkEncoder) -> AsyncGenerator[bytes, None]:
-    events = generation.events
-    try:
-        async for event in events:
-            yield encoder.encode(event)
-    finally:
-        await events.aclose()
+    await send_stream(send, request.receive, generation.events, encoder.encode)
 
 
 async def list_models(state: AppState, request: Request, send: Send) -> None:

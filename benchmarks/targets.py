@@ -1,0 +1,117 @@
+"""The three things measured side by side, started for one run and stopped after it:
+
+- `direct`: the mock upstream itself (the floor, and the mock's and wrk's ceiling);
+- `bare`: the bare passthrough proxy in front of the mock (the Python ceiling);
+- `gateway`: the real `python -m modelport serve`, one worker, SQLite in a temporary data
+  directory, auth on with a key made by `python -m modelport keys create`, and one model,
+  `bench/mock`, whose only backend is the mock.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.probe import wait_until_healthy
+from benchmarks.procs import BenchError, Server, free_port, start, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "bench/mock"
+BARE_KEY = "bench-bare-proxy-key"
+# The shipped catalog's local model would load llama.cpp at start-up; the targets are measured
+# without a loaded model, so its backends are emptied.
+LOCAL_MODEL = "local/smollm2-135m-instruct"
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    key: str | None
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without any MODELPORT_* setting of the caller's, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra)
+    return env
+
+
+def start_mock(work: Path) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(port)]
+    server = start("mock", argv, port, _clean_env({}), work, ROOT)
+    wait_for_port(server)
+    wait_until_healthy(server, "/health")
+    server.settle_tree()
+    return server
+
+
+def start_bare(work: Path, mock: Server) -> Target:
+    port = free_port()
+    argv = [
+        *(sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(port)),
+        *("--upstream", f"{mock.url}/v1", "--key", BARE_KEY),
+    ]
+    server = start("bare", argv, port, _clean_env({}), work, ROOT)
+    wait_for_port(server)
+    return Target("bare", port, BARE_KEY, server)
+
+
+def _gateway_config(work: Path, mock: Server) -> Path:
+    path = work / "modelport.toml"
+    path.write_text(
+        f'[[models]]\nid = "{LOCAL_MODEL}"\nbackends = []\n\n'
+        f'[[models]]\nid = "{MODEL}"\nname = "Benchmark mock"\n'
+        'description = "The benchmark\'s mock upstream."\ncontext_length = 32768\n'
+        'pricing = { input_per_1k = "0.0005", output_per_1k = "0.002" }\n\n'
+        "  [[models.backends]]\n"
+        '  kind = "openai_compat"\n'
+        f'  url = "{mock.url}/v1"\n'
+    )
+    return path
+
+
+def start_gateway(work: Path, mock: Server) -> Target:
+    port = free_port()
+    data_dir = work / "gateway-data"
+    env = _clean_env(
+        {
+            "MODELPORT_HOST": "127.0.0.1",
+            "MODELPORT_PORT": str(port),
+            "MODELPORT_WORKERS": "1",
+            "MODELPORT_DATA_DIR": str(data_dir),
+            "MODELPORT_LOG_LEVEL": "warning",
+            "MODELPORT_CONFIG": str(_gateway_config(work, mock)),
+        }
+    )
+    created = subprocess.run(
+        [sys.executable, "-m", "modelport", "keys", "create", "--name", "bench"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = created.stdout.strip().splitlines()
+    if created.returncode != 0 or not lines:
+        raise BenchError(f"modelport keys create failed: {created.stderr.strip()}")
+    key = lines[-1].strip()
+    argv = [sys.executable, "-m", "modelport", "serve"]
+    server = start("gateway", argv, port, env, work, ROOT)
+    wait_for_port(server)
+    wait_until_healthy(server, "/health")
+    return Target("gateway", port, key, server)
+
+
+def direct_target(mock: Server) -> Target:
+    return Target("direct", mock.port, None, mock)
