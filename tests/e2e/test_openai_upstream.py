@@ -93,8 +93,9 @@ def test_plain_answer_relays_text_reasoning_and_exact_usage(
     assert response.model == QWEN
     sent = upstream.requests[-1]
     assert sent.body["model"] == "Qwen/Qwen3-8B"
-    assert sent.body["stream"] is True
-    assert sent.body["stream_options"] == {"include_usage": True}
+    # A client that reads the whole answer gets it from one upstream JSON body.
+    assert sent.body["stream"] is False
+    assert "stream_options" not in sent.body
     assert sent.headers["Authorization"] == "Bearer upstream-secret"
 
 
@@ -164,6 +165,9 @@ def test_stream_with_usage_and_reasoning_deltas(
     )
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert (reasoning, content) == ("ab", "xy")
+    sent = upstream.requests[-1].body
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 9
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"

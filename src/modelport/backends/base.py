@@ -17,13 +17,18 @@ class CallContext:
 
     `usage` is the backend's running count, kept current while it generates, so that a caller
     that stops iterating early (a client disconnect) still learns what was used.
+
+    `incremental` says whether the client reads the answer as it is generated (a stream) or
+    only whole; a backend may use it to choose the cheaper way to talk to its engine. The
+    events it emits are the same either way.
     """
 
-    __slots__ = ("card", "request_id", "usage")
+    __slots__ = ("card", "incremental", "request_id", "usage")
 
-    def __init__(self, request_id: str, card: ModelCard) -> None:
+    def __init__(self, request_id: str, card: ModelCard, *, incremental: bool = True) -> None:
         self.request_id = request_id
         self.card = card
+        self.incremental = incremental
         self.usage: Usage | None = None
 
 

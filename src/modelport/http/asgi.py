@@ -76,11 +76,20 @@ async def send_body(
     await send({"type": "http.response.body", "body": body})
 
 
+# A client reading slower than the model writes: past this many buffered bytes the producer
+# waits for the socket instead of buffering more.
+MAX_BUFFERED_BYTES = 1 << 20
+
+
 async def send_stream(
     send: Send, receive: Receive, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]
 ) -> bool:
     """Stream `items`, each turned into bytes by `encode`, as an SSE response; stop early if
     the client goes away.
+
+    A writer task sends what the producer has buffered since its last send, so chunks that
+    arrive together (one upstream read holding many events, or events produced while a send
+    was in flight) leave in one write, while a lone chunk still goes out at once.
 
     Returns False when the client disconnected before the end. Either way `items` is closed,
     which stops the generation behind it.
@@ -88,7 +97,27 @@ async def send_stream(
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     producer = asyncio.current_task()
     assert producer is not None
+    pending: list[bytes] = []
+    buffered = 0
+    wake = asyncio.Event()
+    room = asyncio.Event()
+    finished = False
     disconnected = False
+
+    async def write() -> None:
+        nonlocal buffered
+        while True:
+            await wake.wait()
+            wake.clear()
+            if pending:
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                buffered = 0
+                room.set()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            if finished and not pending:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
 
     async def watch() -> None:
         nonlocal disconnected
@@ -99,23 +128,36 @@ async def send_stream(
                 producer.cancel()
                 return
 
+    writer = asyncio.create_task(write())
     watcher = asyncio.create_task(watch())
     try:
         async for item in items:
             chunk = encode(item)
             if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                pending.append(chunk)
+                buffered += len(chunk)
+                wake.set()
+                if writer.done():
+                    break  # the send failed: the client is gone
+                if buffered > MAX_BUFFERED_BYTES:
+                    room.clear()
+                    await room.wait()
+        finished = True
+        wake.set()
+        await writer
     except asyncio.CancelledError:
         if not disconnected:
             raise
         # Our own cancellation on disconnect: swallow it so the request ends cleanly.
         producer.uncancel()
-    except OSError:
+    except (OSError, RuntimeError):
+        # A failed send: the client is gone (servers raise OSError or a RuntimeError subclass).
         disconnected = True
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, writer):
+            task.cancel()
+        for task in (watcher, writer):
+            with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
+                await task
         await items.aclose()
     return not disconnected

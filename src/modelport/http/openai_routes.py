@@ -13,7 +13,7 @@ from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
 async def chat_completions(state: AppState, request: Request, send: Send) -> None:
     principal = await state.keys.authenticate(state.api_key(request))
     chat, options = decode_chat_request(await request.body(state.settings.max_request_bytes))
-    generation = await state.inference.start(principal, chat)
+    generation = await state.inference.start(principal, chat, incremental=options.stream)
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
     if not options.stream:

@@ -75,6 +75,8 @@ class InferenceService:
         routes = self._routes.get(card.id, ())
         if not routes:
             raise BackendUnavailable(NOT_CONFIGURED.format(id=card.id), param="model")
+        if len(routes) == 1:
+            return [routes[0].backend]
         keyed = [
             (route.priority, -(random.random() ** (1.0 / max(route.weight, 1))), index)
             for index, route in enumerate(routes)
@@ -89,13 +91,17 @@ class InferenceService:
         ):
             raise InvalidRequest(f"The model '{card.id}' does not support tools.", param="tools")
 
-    async def start(self, principal: Principal, request: ChatRequest) -> Generation:
-        """Resolve, route and start a generation; raise before anything is sent on failure."""
+    async def start(
+        self, principal: Principal, request: ChatRequest, *, incremental: bool = True
+    ) -> Generation:
+        """Resolve, route and start a generation; raise before anything is sent on failure.
+
+        `incremental`: the client reads the answer as a stream (False: only whole)."""
         card = resolve_model(self._catalog, request.model)
         self._check_supported(card, request)
         if request.model != card.id:
             request = msgspec.structs.replace(request, model=card.id)
-        ctx = CallContext(request_id(), card)
+        ctx = CallContext(request_id(), card, incremental=incremental)
         started = time.monotonic()
         last_error: ModelportError | None = None
         for backend in self._ordered_backends(card):

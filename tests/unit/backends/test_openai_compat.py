@@ -95,6 +95,29 @@ async def test_stream_keeps_the_invariants_and_collects_to_the_script(
     assert ctx.usage == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
 
 
+@pytest.mark.asyncio
+async def test_a_whole_answer_comes_from_one_json_body_with_the_same_events(
+    fake: FakeOpenAIUpstream, engines: Engines
+) -> None:
+    script = Script(
+        reasoning=["Think", "ing."],
+        text=["Hel", "lo", "!"],
+        tool_calls=[ToolCallScript("f", ['{"a": 1}'], id="call_1")],
+        usage=(11, 5, 2, 4),
+    )
+    fake.enqueue(script, script)
+    engine = await engines(fake.base_url)
+    streamed = [event async for event in engine.stream(request(), context())]
+    whole_ctx = CallContext("req-whole", CARD, incremental=False)
+    whole = [event async for event in engine.stream(request(), whole_ctx)]
+    check_stream(whole)
+    assert fake.requests[-2].body["stream"] is True
+    assert fake.requests[-1].body["stream"] is False
+    assert "stream_options" not in fake.requests[-1].body
+    assert await collect(_replay(whole)) == await collect(_replay(streamed))
+    assert whole_ctx.usage == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
+
+
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:
     for event in events:
         yield event

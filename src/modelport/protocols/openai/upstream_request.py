@@ -20,9 +20,15 @@ from modelport.protocols.openai.messages import openai_messages, openai_tool
 
 
 def build_request_body(
-    request: ChatRequest, *, model: str, rules: DialectRules, context_length: int | None = None
+    request: ChatRequest,
+    *,
+    model: str,
+    rules: DialectRules,
+    context_length: int | None = None,
+    stream: bool = True,
 ) -> dict[str, Any]:
-    """The JSON body for POST /chat/completions. Always streamed, always asking for usage.
+    """The JSON body for POST /chat/completions. A stream always asks for a usage chunk; a
+    whole answer (`stream=False`, for clients that read only the whole) carries usage anyway.
 
     Only fields the request sets are sent (an explicit 0 is set); `extensions` fill in keys the
     gateway did not set itself and never override them.
@@ -30,9 +36,10 @@ def build_request_body(
     body: dict[str, Any] = {
         "model": model,
         "messages": openai_messages(request.messages, reasoning_field=rules.reasoning_field),
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": stream,
     }
+    if stream:
+        body["stream_options"] = {"include_usage": True}
     if request.tools:
         body["tools"] = [openai_tool(tool) for tool in request.tools]
         choice = request.tool_choice
