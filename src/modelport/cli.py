@@ -18,6 +18,7 @@ import msgspec
 
 from modelport.core.catalog import ConfigError
 from modelport.core.errors import ModelportError
+from modelport.services.catalog import load_catalog
 from modelport.services.keys import create_key, ensure_admin_key, revoke_key
 from modelport.settings import Settings, load_settings
 from modelport.store import migrate
@@ -141,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ["MODELPORT_PORT"] = str(args.port)
     try:
         settings = load_settings()
+        if args.command == "serve":
+            # A broken catalog entry must stop `serve` here, with a clear message, not later
+            # in a server worker's start-up.
+            load_catalog(settings)
     except ConfigError as error:
         print(f"modelport: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG

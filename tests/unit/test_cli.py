@@ -184,3 +184,20 @@ def test_python_dash_m_runs_the_cli(data_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert msgspec.json.decode(result.stdout) == []
+
+
+def test_serve_with_a_broken_catalog_entry_exits_2_before_starting(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_server: list[Settings],
+) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text('[[models]]\nid = "acme/new"\nname = "New"\ncontext_length = 4096\n')
+    monkeypatch.setenv("MODELPORT_CONFIG", str(config))
+    code, _out, err = run(capsys, "serve")
+    assert code == 2
+    assert "description" in err
+    assert "acme/new" in err
+    assert fake_server == []
