@@ -130,26 +130,24 @@ class OpenAICompatEngine:
                         now=time.time(),
                     )
                 translator = StreamTranslator(upstream=self._where, model=self._model)
-                started = False
                 if response.content_type == "application/json":
                     # A whole answer: asked for, or from an upstream that ignores `stream`.
                     events = translator.feed(None, await self._read(response))
+                    yield Start(model=self.card.id, backend=self.name)
                 else:
+                    # The upstream accepted the request: start now, so the client's response
+                    # headers go out while the first token is still being generated.
+                    yield Start(model=self.card.id, backend=self.name)
                     events = []
                     async with aclosing(self._events(response, translator)) as batches:
                         async for batch in batches:
                             if translator.usage is not None:
                                 ctx.usage = translator.usage
-                            if not started:
-                                started = True
-                                yield Start(model=self.card.id, backend=self.name)
                             for event in batch:
                                 yield event
                 if translator.usage is not None:
                     ctx.usage = translator.usage
                 events.extend(translator.finish())
-                if not started:
-                    yield Start(model=self.card.id, backend=self.name)
                 for event in events:
                     yield event
                 complete = True
