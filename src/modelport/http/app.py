@@ -1,25 +1,25 @@
-"""The ASGI application: lifespan, the route table, and error rendering per protocol."""
+"""The application: the route table, error rendering, and start-up/shutdown, served through
+RSGI (granian's native interface) or ASGI (any ASGI server)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from modelport.core.errors import (
-    InternalError,
-    MethodNotAllowed,
-    ModelportError,
-    NotFound,
-)
+from modelport.core.errors import InternalError, MethodNotAllowed, ModelportError, NotFound
 from modelport.http import openai_routes
-from modelport.http.asgi import Message, Receive, Request, Scope, Send, send_body
+from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
+from modelport.http.exchange import Exchange
+from modelport.http.rsgi import RSGIExchange
 from modelport.http.state import AppState
 from modelport.protocols.openai.errors import error_body
 from modelport.settings import Settings
 
 log = logging.getLogger("modelport.http")
 
-Handler = Callable[[AppState, Request, Send], Awaitable[None]]
+Handler = Callable[[AppState, Exchange], Awaitable[None]]
 
 OPENAI_PREFIXES = ("/v1", "/api/gpt/v1")
 
@@ -33,22 +33,70 @@ def _route_table() -> dict[str, dict[str, Handler]]:
     return table
 
 
-async def _health(state: AppState, request: Request, send: Send) -> None:
-    await send_body(send, 200, b'{"status":"ok"}')
+async def _health(state: AppState, exchange: Exchange) -> None:
+    await exchange.respond(200, b'{"status":"ok"}')
 
 
 class App:
-    """The ASGI callable. State is built in the lifespan start-up from `settings`."""
+    """Callable as an ASGI app; also an RSGI app (`__rsgi__` and its init/del hooks).
+
+    State is built at start-up (the ASGI lifespan, or RSGI's init hook) from `settings`.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state: AppState | None = None
         self._routes = _route_table()
 
+    async def handle(self, exchange: Exchange) -> None:
+        """Route one exchange and render any error in the OpenAI error shape."""
+        try:
+            methods = self._routes.get(exchange.path)
+            if methods is None:
+                raise NotFound(f"No route for {exchange.method} {exchange.path}.")
+            handler = methods.get(exchange.method)
+            if handler is None:
+                allowed = ", ".join(sorted(methods))
+                raise MethodNotAllowed(f"{exchange.method} is not allowed here; use {allowed}.")
+            if self.state is None:
+                raise InternalError("The server is still starting.")
+            await handler(self.state, exchange)
+        except ModelportError as error:
+            if not exchange.responded:
+                await self._respond_error(exchange, error)
+        except Exception:
+            log.exception("unhandled error on %s %s", exchange.method, exchange.path)
+            if not exchange.responded:
+                await self._respond_error(exchange, InternalError("Internal server error."))
+
+    @staticmethod
+    async def _respond_error(exchange: Exchange, error: ModelportError) -> None:
+        headers = []
+        if error.retry_after is not None:
+            headers.append(("retry-after", str(max(1, round(error.retry_after)))))
+        await exchange.respond(error.status, error_body(error), headers=headers)
+
+    # ---------------------------------------------------------------- RSGI (granian)
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if scope.proto == "http":
+            await self.handle(RSGIExchange(scope, protocol))
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Called in the worker before its loop runs: build the state on that loop.
+        self.state = loop.run_until_complete(AppState.build(self.settings))
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.state is not None:
+            loop.run_until_complete(self.state.aclose())
+            self.state = None
+
+    # ---------------------------------------------------------------- ASGI
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self.handle(ASGIExchange(scope, receive, send))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -68,38 +116,3 @@ class App:
                     await self.state.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            methods = self._routes.get(request.path)
-            if methods is None:
-                raise NotFound(f"No route for {request.method} {request.path}.")
-            handler = methods.get(request.method)
-            if handler is None:
-                allowed = ", ".join(sorted(methods))
-                raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}.")
-            if self.state is None:
-                raise InternalError("The server is still starting.")
-            await handler(self.state, request, tracking_send)
-        except ModelportError as error:
-            if not started:
-                await self._send_error(send, error)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            if not started:
-                await self._send_error(send, InternalError("Internal server error."))
-
-    @staticmethod
-    async def _send_error(send: Send, error: ModelportError) -> None:
-        headers = []
-        if error.retry_after is not None:
-            headers.append((b"retry-after", b"%d" % max(1, round(error.retry_after))))
-        await send_body(send, error.status, error_body(error), headers=headers)

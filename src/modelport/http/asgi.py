@@ -1,17 +1,16 @@
-"""A minimal ASGI toolkit: the request view and the two ways to answer (a body or a stream).
+"""The ASGI adapter: an `Exchange` over ASGI's scope, receive and send.
 
-Kept small on purpose: the gateway's hot path pays for every layer between the socket and the
-backend, so there is no framework here, only what the routes need.
+Granian serves modelport through RSGI (`rsgi.py`), which costs less per request; this adapter
+keeps the app usable under any ASGI server (uvicorn, hypercorn) and in-process tests.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from modelport.core.errors import PayloadTooLarge
+from modelport.http.exchange import JSON, SSE_HEADERS, pump
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,37 +18,43 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
 
-JSON = b"application/json"
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
+
+def _encode_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
-class Request:
-    __slots__ = ("_headers", "method", "path", "query", "receive", "scope")
+_SSE = _encode_headers(SSE_HEADERS)
 
-    def __init__(self, scope: Scope, receive: Receive) -> None:
-        self.scope = scope
-        self.receive = receive
+
+class ASGIExchange:
+    __slots__ = ("_headers", "_receive", "_responded", "_scope", "_send", "method", "path")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
+        self._receive = receive
+        self._send = send
         self.method: str = scope["method"]
         self.path: str = scope["path"]
-        self.query: bytes = scope.get("query_string", b"")
-        self._headers: dict[bytes, bytes] | None = None
+        self._headers: dict[str, str] | None = None
+        self._responded = False
 
-    def header(self, name: bytes) -> bytes | None:
-        """A request header by lower-case name."""
+    @property
+    def responded(self) -> bool:
+        return self._responded
+
+    def header(self, name: str) -> str | None:
         if self._headers is None:
-            self._headers = {key.lower(): value for key, value in self.scope["headers"]}
+            self._headers = {
+                key.decode("latin-1").lower(): value.decode("latin-1")
+                for key, value in self._scope["headers"]
+            }
         return self._headers.get(name)
 
     async def body(self, limit: int) -> bytes:
-        """The whole request body; PayloadTooLarge beyond `limit` bytes."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await self.receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -61,103 +66,35 @@ class Request:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = JSON,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._responded = True
+        raw = [
+            (b"content-type", content_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(body)),
+            *_encode_headers(headers),
+        ]
+        await self._send({"type": "http.response.start", "status": status, "headers": raw})
+        await self._send({"type": "http.response.body", "body": body})
 
-async def send_body(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = JSON,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    response_headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    if headers:
-        response_headers.extend(headers)
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})
+    async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
+        self._responded = True
+        send = self._send
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
 
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
 
-# A client reading slower than the model writes: past this many buffered bytes the producer
-# waits for the socket instead of buffering more.
-MAX_BUFFERED_BYTES = 1 << 20
+        async def finish() -> None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+        async def disconnected() -> None:
+            while (await self._receive())["type"] != "http.disconnect":
+                pass
 
-async def send_stream(
-    send: Send, receive: Receive, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]
-) -> bool:
-    """Stream `items`, each turned into bytes by `encode`, as an SSE response; stop early if
-    the client goes away.
-
-    A writer task sends what the producer has buffered since its last send, so chunks that
-    arrive together (one upstream read holding many events, or events produced while a send
-    was in flight) leave in one write, while a lone chunk still goes out at once.
-
-    Returns False when the client disconnected before the end. Either way `items` is closed,
-    which stops the generation behind it.
-    """
-    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-    producer = asyncio.current_task()
-    assert producer is not None
-    pending: list[bytes] = []
-    buffered = 0
-    wake = asyncio.Event()
-    room = asyncio.Event()
-    finished = False
-    disconnected = False
-
-    async def write() -> None:
-        nonlocal buffered
-        while True:
-            await wake.wait()
-            wake.clear()
-            if pending:
-                data = pending[0] if len(pending) == 1 else b"".join(pending)
-                pending.clear()
-                buffered = 0
-                room.set()
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-            if finished and not pending:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-
-    async def watch() -> None:
-        nonlocal disconnected
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected = True
-                producer.cancel()
-                return
-
-    writer = asyncio.create_task(write())
-    watcher = asyncio.create_task(watch())
-    try:
-        async for item in items:
-            chunk = encode(item)
-            if chunk:
-                pending.append(chunk)
-                buffered += len(chunk)
-                wake.set()
-                if writer.done():
-                    break  # the send failed: the client is gone
-                if buffered > MAX_BUFFERED_BYTES:
-                    room.clear()
-                    await room.wait()
-        finished = True
-        wake.set()
-        await writer
-    except asyncio.CancelledError:
-        if not disconnected:
-            raise
-        # Our own cancellation on disconnect: swallow it so the request ends cleanly.
-        producer.uncancel()
-    except (OSError, RuntimeError):
-        # A failed send: the client is gone (servers raise OSError or a RuntimeError subclass).
-        disconnected = True
-    finally:
-        for task in (watcher, writer):
-            task.cancel()
-        for task in (watcher, writer):
-            with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
-                await task
-        await items.aclose()
-    return not disconnected
+        return await pump(items, encode, write, finish, disconnected)

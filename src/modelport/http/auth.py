@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from modelport.http.asgi import Request
+from modelport.http.exchange import Exchange
 
 
-def api_key_from(request: Request) -> str:
+def api_key_from(exchange: Exchange) -> str:
     """The key the client sent, or "" when it sent none."""
-    authorization = request.header(b"authorization")
+    authorization = exchange.header("authorization")
     if authorization:
-        scheme, _, value = authorization.decode("latin-1").partition(" ")
+        scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer":
             return value.strip()
-    key = request.header(b"x-api-key")
+    key = exchange.header("x-api-key")
     if key:
-        return key.decode("latin-1").strip()
+        return key.strip()
     return ""

@@ -4,15 +4,16 @@ inference service, encode."""
 from __future__ import annotations
 
 from modelport.core.collect import collect
-from modelport.http.asgi import Request, Send, send_body, send_stream
+from modelport.http.auth import api_key_from
+from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
 
 
-async def chat_completions(state: AppState, request: Request, send: Send) -> None:
-    principal = await state.keys.authenticate(state.api_key(request))
-    chat, options = decode_chat_request(await request.body(state.settings.max_request_bytes))
+async def chat_completions(state: AppState, exchange: Exchange) -> None:
+    principal = await state.keys.authenticate(api_key_from(exchange))
+    chat, options = decode_chat_request(await exchange.body(state.settings.max_request_bytes))
     generation = await state.inference.start(principal, chat, incremental=options.stream)
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
@@ -24,7 +25,7 @@ async def chat_completions(state: AppState, request: Request, send: Send) -> Non
             created=generation.created,
             exclude_reasoning=exclude,
         )
-        await send_body(send, 200, body)
+        await exchange.respond(200, body)
         return
     encoder = ChunkEncoder(
         completion_id=completion_id,
@@ -33,8 +34,8 @@ async def chat_completions(state: AppState, request: Request, send: Send) -> Non
         include_usage=options.include_usage,
         exclude_reasoning=exclude,
     )
-    await send_stream(send, request.receive, generation.events, encoder.encode)
+    await exchange.stream(generation.events, encoder.encode)
 
 
-async def list_models(state: AppState, request: Request, send: Send) -> None:
-    await send_body(send, 200, state.models_body)
+async def list_models(state: AppState, exchange: Exchange) -> None:
+    await exchange.respond(200, state.models_body)

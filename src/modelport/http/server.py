@@ -1,4 +1,8 @@
-"""Running the ASGI app under granian; the factory rebuilds settings in each worker process."""
+"""Running the app under granian (RSGI); the factory rebuilds settings in each worker process.
+
+`app_from_environment` is also an ASGI app factory for other servers, e.g.
+`uvicorn --factory modelport.http.server:app_from_environment`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def run_server(settings: Settings) -> None:
         "modelport.http.server:app_from_environment",
         address=settings.host,
         port=settings.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=settings.workers,
         loop=Loops.uvloop,
         factory=True,

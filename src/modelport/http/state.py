@@ -8,8 +8,6 @@ import logging
 from modelport.backends.base import Closeable, Route, Startable
 from modelport.backends.registry import build_routes
 from modelport.core.catalog import Catalog
-from modelport.http.asgi import Request
-from modelport.http.auth import api_key_from
 from modelport.protocols.openai.models import encode_model_list
 from modelport.services.catalog import load_catalog
 from modelport.services.inference import InferenceService
@@ -37,10 +35,6 @@ class AppState:
         self.routes = routes
         self.inference = InferenceService(catalog, routes)
         self.models_body = encode_model_list(catalog)
-
-    @staticmethod
-    def api_key(request: Request) -> str:
-        return api_key_from(request)
 
     @classmethod
     async def build(cls, settings: Settings) -> AppState:

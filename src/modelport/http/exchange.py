@@ -1,0 +1,131 @@
+"""One request and its response, whatever server interface carried it.
+
+Routes see an `Exchange`: the method, path and headers, the body, and two ways to answer (one
+body, or a stream of items encoded as they come). `asgi.py` and `rsgi.py` adapt the two server
+interfaces to it; the streaming logic they share lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+JSON = "application/json"
+SSE_HEADERS = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+)
+# A client reading slower than the model writes: past this many buffered bytes the producer
+# waits for the socket instead of buffering more.
+MAX_BUFFERED_BYTES = 1 << 20
+
+
+class Exchange(Protocol):
+    method: str
+    path: str
+
+    @property
+    def responded(self) -> bool:
+        """Whether the response has begun (after which an error can no longer be a status)."""
+
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name."""
+
+    async def body(self, limit: int) -> bytes:
+        """The whole request body; PayloadTooLarge beyond `limit` bytes."""
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = JSON,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None: ...
+
+    async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
+        """Send `items` as an SSE response; False if the client went away before the end."""
+
+
+async def pump(
+    items: AsyncGenerator[T, None],
+    encode: Callable[[T], bytes],
+    write: Callable[[bytes], Awaitable[None]],
+    finish: Callable[[], Awaitable[None]],
+    disconnected: Callable[[], Awaitable[None]],
+) -> bool:
+    """Relay `items` to a response body until they end or the client goes away.
+
+    A writer task sends what the producer has buffered since its last write, so chunks that
+    arrive together (one upstream read holding many events, or events produced while a write
+    was in flight) leave in one write, while a lone chunk still goes out at once. A watcher
+    cancels the producer when `disconnected()` returns. Either way `items` is closed, which
+    stops the generation behind it. Returns False when the client went away first.
+    """
+    producer = asyncio.current_task()
+    assert producer is not None
+    pending: list[bytes] = []
+    buffered = 0
+    wake = asyncio.Event()
+    room = asyncio.Event()
+    finished = False
+    gone = False
+
+    async def writer() -> None:
+        nonlocal buffered
+        while True:
+            await wake.wait()
+            wake.clear()
+            if pending:
+                data = pending[0] if len(pending) == 1 else b"".join(pending)
+                pending.clear()
+                buffered = 0
+                room.set()
+                await write(data)
+            if finished and not pending:
+                await finish()
+                return
+
+    async def watcher() -> None:
+        nonlocal gone
+        await disconnected()
+        gone = True
+        producer.cancel()
+
+    write_task = asyncio.create_task(writer())
+    watch_task = asyncio.create_task(watcher())
+    try:
+        async for item in items:
+            chunk = encode(item)
+            if chunk:
+                pending.append(chunk)
+                buffered += len(chunk)
+                wake.set()
+                if write_task.done():
+                    break  # a write failed: the client is gone
+                if buffered > MAX_BUFFERED_BYTES:
+                    room.clear()
+                    await room.wait()
+        finished = True
+        wake.set()
+        await write_task
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        # Our own cancellation on disconnect: swallow it so the request ends cleanly.
+        producer.uncancel()
+    except (OSError, RuntimeError):
+        # A failed write: the client is gone (servers raise OSError or a RuntimeError subclass).
+        gone = True
+    finally:
+        for task in (watch_task, write_task):
+            task.cancel()
+        for task in (watch_task, write_task):
+            with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
+                await task
+        await items.aclose()
+    return not gone
