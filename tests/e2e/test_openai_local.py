@@ -273,6 +273,28 @@ def test_client_disconnect_stops_generation(client: openai.OpenAI) -> None:
     assert time.monotonic() - started < 15
 
 
+def test_a_client_giving_up_on_a_whole_answer_stops_generation(
+    server: RunningServer, client: openai.OpenAI
+) -> None:
+    body = {
+        "model": LOCAL,
+        "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
+        "max_tokens": 4000,
+        "logit_bias": {"2": -100},  # no end-of-text: it would run for the whole 4,000 tokens
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server.base_url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+            timeout=httpx.Timeout(10, read=1.0),
+        )
+    # The single engine instance is free again: the abandoned request was stopped.
+    started = time.monotonic()
+    client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=4)
+    assert time.monotonic() - started < 15
+
+
 def test_keys_cli_create_use_revoke(server: RunningServer) -> None:
     created = server.cli("keys", "create", "--name", "e2e")
     assert created.returncode == 0, created.stderr

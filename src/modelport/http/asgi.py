@@ -93,8 +93,8 @@ class ASGIExchange:
         async def finish() -> None:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        async def disconnected() -> None:
-            while (await self._receive())["type"] != "http.disconnect":
-                pass
+        return await pump(items, encode, write, finish, self.disconnected)
 
-        return await pump(items, encode, write, finish, disconnected)
+    async def disconnected(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass

@@ -50,6 +50,41 @@ class Exchange(Protocol):
     async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
         """Send `items` as an SSE response; False if the client went away before the end."""
 
+    async def disconnected(self) -> None:
+        """Return when the client has gone away (call after the body was read)."""
+
+
+async def unless_disconnected(
+    work: Awaitable[T], disconnected: Callable[[], Awaitable[None]]
+) -> T | None:
+    """Await `work`, cancelling it if the client goes away first (then return None).
+
+    For answers sent whole: a client that gives up must stop the generation behind it, as a
+    closed stream does.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watcher() -> None:
+        nonlocal gone
+        await disconnected()
+        gone = True
+        task.cancel()
+
+    watch_task = asyncio.create_task(watcher())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        return None
+    finally:
+        watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch_task
+
 
 async def pump(
     items: AsyncGenerator[T, None],

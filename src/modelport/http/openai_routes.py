@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from modelport.core.collect import collect
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange
+from modelport.http.exchange import Exchange, unless_disconnected
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
@@ -18,7 +18,10 @@ async def chat_completions(state: AppState, exchange: Exchange) -> None:
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
     if not options.stream:
-        completion = await collect(generation.events)
+        completion = await unless_disconnected(collect(generation.events), exchange.disconnected)
+        if completion is None:  # the client gave up: the generation was stopped
+            await generation.events.aclose()
+            return
         body = encode_completion(
             completion,
             completion_id=completion_id,

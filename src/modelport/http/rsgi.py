@@ -58,6 +58,7 @@ class RSGIExchange:
         async def finish() -> None:
             return None  # the response ends when the handler returns
 
-        return await pump(
-            items, encode, transport.send_bytes, finish, self._protocol.client_disconnect
-        )
+        return await pump(items, encode, transport.send_bytes, finish, self.disconnected)
+
+    async def disconnected(self) -> None:
+        await self._protocol.client_disconnect()
