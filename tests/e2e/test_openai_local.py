@@ -49,6 +49,18 @@ def test_model_list_is_the_catalog(client: openai.OpenAI, server: RunningServer)
     assert [m["id"] for m in other["data"]] == [m.id for m in client.models.list()]
 
 
+def test_retrieve_one_model(client: openai.OpenAI, server: RunningServer) -> None:
+    model = client.models.retrieve("qwen/qwen3-8b")
+    assert model.id == "qwen/qwen3-8b"
+    assert (model.model_extra or {})["context_length"] == 131072
+    assert client.models.retrieve("qwen3-8b").id == "qwen/qwen3-8b"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("acme/none")
+    assert httpx.get(server.base_url + "/api/gpt/v1/models/qwen/qwen3-coder").json()["id"] == (
+        "qwen/qwen3-coder"
+    )
+
+
 def test_plain_completion(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=24)
     assert response.id.startswith("chatcmpl-")

@@ -34,6 +34,15 @@ def _route_table() -> dict[str, dict[str, Handler]]:
     return table
 
 
+def _model_path(path: str) -> str | None:
+    """The model id in `/v1/models/{id}` (under either prefix), or None."""
+    for prefix in OPENAI_PREFIXES:
+        head = prefix + "/models/"
+        if path.startswith(head) and len(path) > len(head):
+            return path[len(head) :]
+    return None
+
+
 async def _health(state: AppState, exchange: Exchange) -> None:
     await exchange.respond(200, b'{"status":"ok"}')
 
@@ -63,6 +72,11 @@ class App:
         try:
             methods = self._routes.get(exchange.path)
             if methods is None:
+                if self.state is not None and exchange.method == "GET":
+                    model_id = _model_path(exchange.path)
+                    if model_id:
+                        await openai_routes.get_model(self.state, exchange, model_id)
+                        return
                 raise NotFound(f"No route for {exchange.method} {exchange.path}.")
             handler = methods.get(exchange.method)
             if handler is None:

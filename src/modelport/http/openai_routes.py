@@ -9,6 +9,8 @@ from modelport.http.exchange import Exchange, unless_disconnected
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
+from modelport.protocols.openai.models import encode_model
+from modelport.services.catalog import resolve_model
 
 
 async def chat_completions(state: AppState, exchange: Exchange) -> None:
@@ -42,3 +44,10 @@ async def chat_completions(state: AppState, exchange: Exchange) -> None:
 
 async def list_models(state: AppState, exchange: Exchange) -> None:
     await exchange.respond(200, state.models_body)
+
+
+async def get_model(state: AppState, exchange: Exchange, model_id: str) -> None:
+    """GET /v1/models/{id}: ids contain a slash (qwen/qwen3-8b), so the id is the whole rest
+    of the path."""
+    card = resolve_model(state.catalog, model_id)
+    await exchange.respond(200, encode_model(card))
