@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
-from modelport.core.errors import PayloadTooLarge
-from modelport.http.exchange import JSON, SSE_HEADERS, pump
+from modelport.http.exchange import JSON, SSE_HEADERS, pump, read_limited
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,20 +50,16 @@ class ASGIExchange:
         return self._headers.get(name)
 
     async def body(self, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
+        return await read_limited(self._body_chunks(), limit)
+
+    async def _body_chunks(self) -> AsyncGenerator[bytes, None]:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-            chunks.append(chunk)
+                return
+            yield message.get("body", b"")
             if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return
 
     async def respond(
         self,

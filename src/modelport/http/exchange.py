@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
+
+from modelport.core.errors import PayloadTooLarge
 
 T = TypeVar("T")
 
@@ -52,6 +54,18 @@ class Exchange(Protocol):
 
     async def disconnected(self) -> None:
         """Return when the client has gone away (call after the body was read)."""
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """Join a request body's chunks; PayloadTooLarge as soon as it passes `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def unless_disconnected(

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
-from modelport.core.errors import PayloadTooLarge
-from modelport.http.exchange import JSON, SSE_HEADERS, pump
+from modelport.http.exchange import JSON, SSE_HEADERS, pump, read_limited
 
 T = TypeVar("T")
 _SSE = list(SSE_HEADERS)
@@ -32,14 +31,7 @@ class RSGIExchange:
         return value
 
     async def body(self, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self._protocol:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await read_limited(self._protocol, limit)
 
     async def respond(
         self,

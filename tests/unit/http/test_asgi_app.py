@@ -69,7 +69,11 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, str, FakeOpenAIU
             f'url = "{upstream.base_url}"\n'
         )
         settings = load_settings(
-            {"MODELPORT_DATA_DIR": str(tmp_path / "data"), "MODELPORT_CONFIG": str(config)}
+            {
+                "MODELPORT_DATA_DIR": str(tmp_path / "data"),
+                "MODELPORT_CONFIG": str(config),
+                "MODELPORT_MAX_REQUEST_BYTES": "4096",
+            }
         )
         store = open_store(settings)
         _record, secret = create_key(store, "t")
@@ -128,3 +132,7 @@ async def test_models_completion_stream_and_errors_over_asgi(
     assert msgspec.json.decode(body)["error"]["param"] == "model"
     status, _, _ = await http.request("DELETE", "/v1/models")
     assert status == 405
+    too_big = {**request, "messages": [{"role": "user", "content": "x" * 5000}]}
+    status, _, body = await http.request("POST", "/v1/chat/completions", too_big, key)
+    assert status == 413
+    assert msgspec.json.decode(body)["error"]["code"] == "payload_too_large"
