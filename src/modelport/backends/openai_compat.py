@@ -1,8 +1,8 @@
 """The backend for every OpenAI-compatible upstream: vLLM, SGLang, llama.cpp's server, Ollama,
-hosted providers. Only the HTTP lives here (aiohttp); building the body, parsing the stream and
-mapping errors is pure code in `protocols/openai/` (`upstream_request.py`, `sse.py`,
-`upstream_stream.py`, `upstream_errors.py`), and the differences between upstreams are rows in
-`protocols/openai/dialects.py`.
+hosted providers. Only the HTTP lives here (over `http1.py`, a lean HTTP/1.1 client); building
+the body, parsing the stream and mapping errors is pure code in `protocols/openai/`
+(`upstream_request.py`, `sse.py`, `upstream_stream.py`, `upstream_errors.py`), and the
+differences between upstreams are rows in `protocols/openai/dialects.py`.
 
 A streaming client's request goes upstream as a stream with a usage chunk; a client that reads
 only the whole answer gets it from one upstream JSON body. Both are translated into the same
@@ -17,8 +17,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from urllib.parse import urlsplit
 
-import aiohttp
-
+from modelport.backends import http1
 from modelport.backends.base import CallContext
 from modelport.core.catalog import ModelCard, OpenAICompatBackend
 from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
@@ -55,7 +54,7 @@ def _host_port(url: str) -> str:
 
 
 class OpenAICompatEngine:
-    """One upstream serving one model card, over one pooled aiohttp session."""
+    """One upstream serving one model card, over one pool of keep-alive connections."""
 
     def __init__(
         self, config: OpenAICompatBackend, card: ModelCard, *, api_key: str | None
@@ -75,31 +74,24 @@ class OpenAICompatEngine:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
         self._read_timeout = config.timeout if config.read_timeout is None else config.read_timeout
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeout,
-            connect=config.connect_timeout,
-            sock_connect=config.connect_timeout,
-            sock_read=self._read_timeout,
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._client: http1.Client | None = None
+        self._request: http1.Request | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # every stream holds a connection; admission limits concurrency
-                keepalive_timeout=KEEPALIVE_SECONDS,
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
+        if self._client is None:
+            # No connection limit: every stream holds a connection; admission limits concurrency.
+            self._client = http1.Client(
+                connect_timeout=self.config.connect_timeout,
+                read_timeout=self._read_timeout,
+                total_timeout=self.config.timeout,
+                keepalive=KEEPALIVE_SECONDS,
                 headers={"User-Agent": "modelport"},
             )
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         """Events for one completion; raises `core.errors` types (before or after `Start`).
@@ -126,7 +118,7 @@ class OpenAICompatEngine:
                         await self._read_error_body(response),
                         upstream=self._where,
                         model=self._model,
-                        retry_after=response.headers.get("Retry-After"),
+                        retry_after=response.headers.get("retry-after"),
                         now=time.time(),
                     )
                 translator = StreamTranslator(upstream=self._where, model=self._model)
@@ -151,42 +143,45 @@ class OpenAICompatEngine:
                 for event in events:
                     yield event
                 complete = True
-                if translator.done and not response.content.is_eof():
+                if translator.done and not response.complete:
                     await self._drain(response)
             finally:
-                if complete and response.content.is_eof():
+                if complete and response.complete:
                     response.release()  # back to the pool for the next request
                 else:
                     response.close()  # drop the connection: the upstream sees the disconnect
         except ModelportError as exc:
             raise self._scrub(exc) from None
 
-    async def _post(self, body: bytes) -> aiohttp.ClientResponse:
-        session = self._session
-        if session is None:
+    async def _post(self, body: bytes) -> http1.Response:
+        client = self._client
+        if client is None:
             await self.start()
-            session = self._session
-            assert session is not None
-        for attempt in (1, 2):
+            client = self._client
+            assert client is not None
+        prepared = self._request
+        if prepared is None:
             try:
-                return await session.post(self._endpoint, data=body, headers=self._headers)
-            except aiohttp.ServerDisconnectedError:
-                # A pooled connection the upstream closed while idle; nothing was processed.
-                if attempt == 2:
-                    raise UpstreamError(
-                        f"upstream {self._where} closed the connection before answering"
-                    ) from None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._transport_error(exc, answered=False) from None
-        raise AssertionError("unreachable")
+                prepared = self._request = client.prepare("POST", self._endpoint, self._headers)
+            except ValueError as exc:
+                raise UpstreamError(f"request to upstream {self._where} failed: {exc}") from None
+        try:
+            return await client.send(prepared, body)
+        except http1.ConnectionClosed:
+            # A fresh connection closed before any answer (a pooled one is retried by http1).
+            raise UpstreamError(
+                f"upstream {self._where} closed the connection before answering"
+            ) from None
+        except http1.HTTPClientError as exc:
+            raise self._transport_error(exc, answered=False) from None
 
     async def _events(
-        self, response: aiohttp.ClientResponse, translator: StreamTranslator
+        self, response: http1.Response, translator: StreamTranslator
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events as SSE data arrives; stops at `[DONE]` or the end of the body."""
         parser = SSEParser()
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response:
                 for name, data in parser.feed(chunk):
                     events = translator.feed(name, data)
                     if events:
@@ -197,57 +192,61 @@ class OpenAICompatEngine:
                 events = translator.feed(name, data)
                 if events:
                     yield events
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if translator.finished and isinstance(exc, aiohttp.ClientPayloadError):
+        except http1.HTTPClientError as exc:
+            if translator.finished and isinstance(
+                exc, http1.ConnectionClosed | http1.ProtocolError
+            ):
                 return  # cut after the answer was complete: only [DONE] and usage were lost
             raise self._transport_error(exc, answered=True) from None
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, response: http1.Response) -> bytes:
         try:
             return await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except http1.HTTPClientError as exc:
             raise self._transport_error(exc, answered=True) from None
 
-    async def _read_error_body(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read_error_body(self, response: http1.Response) -> bytes:
         chunks: list[bytes] = []
         size = 0
         try:
             while size < MAX_ERROR_BODY:
-                chunk = await response.content.read(MAX_ERROR_BODY - size)
+                chunk = await response.next_chunk()
                 if not chunk:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
-        except (aiohttp.ClientError, TimeoutError):
+        except http1.HTTPClientError:
             pass  # the status alone still says what went wrong
-        return b"".join(chunks)
+        return b"".join(chunks)[:MAX_ERROR_BODY]
 
-    async def _drain(self, response: aiohttp.ClientResponse) -> None:
+    async def _drain(self, response: http1.Response) -> None:
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
-                await response.content.read()
-        except (aiohttp.ClientError, TimeoutError):
+                while await response.next_chunk():
+                    pass
+        except (http1.HTTPClientError, TimeoutError):
             pass
 
-    def _transport_error(self, exc: BaseException, *, answered: bool) -> ModelportError:
+    def _transport_error(self, exc: http1.HTTPClientError, *, answered: bool) -> ModelportError:
         where = self._where
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        if isinstance(exc, http1.ConnectTimeout):
             return UpstreamTimeout(
                 f"upstream {where} did not accept a connection within "
                 f"{self.config.connect_timeout:g}s"
             )
-        if isinstance(exc, aiohttp.SocketTimeoutError):
+        if isinstance(exc, http1.ReadTimeout):
             return UpstreamTimeout(f"upstream {where} sent nothing for {self._read_timeout:g}s")
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, http1.TotalTimeout):
             return UpstreamTimeout(
                 f"upstream {where} did not finish within {self.config.timeout:g}s"
             )
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-            return UpstreamError(f"cannot reach upstream {where}: {reason}")
-        if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError):
+        if isinstance(exc, http1.ConnectError):
+            return UpstreamError(f"cannot reach upstream {where}: {exc.reason}")
+        if isinstance(exc, http1.ConnectionClosed):
             when = "mid-response" if answered else "before answering"
             return UpstreamError(f"upstream {where} closed the connection {when}")
+        if isinstance(exc, http1.ProtocolError):
+            return UpstreamError(f"upstream {where} sent a malformed HTTP response: {exc}")
         return UpstreamError(f"request to upstream {where} failed: {type(exc).__name__}: {exc}")
 
     def _scrub(self, exc: ModelportError) -> ModelportError:
