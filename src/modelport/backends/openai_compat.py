@@ -1,5 +1,5 @@
 """The backend for every OpenAI-compatible upstream: vLLM, SGLang, llama.cpp's server, Ollama,
-hosted providers. Only the HTTP lives here (over `http1.py`, a lean HTTP/1.1 client); building
+hosted providers. Only the HTTP lives here (over `http1/`, a lean HTTP/1.1 client); building
 the body, parsing the stream and mapping errors is pure code in `protocols/openai/`
 (`upstream_request.py`, `sse.py`, `upstream_stream.py`, `upstream_errors.py`), and the
 differences between upstreams are rows in `protocols/openai/dialects.py`.
