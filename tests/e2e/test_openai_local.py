@@ -92,6 +92,27 @@ def test_length_finish_counts_exactly_max_tokens(client: openai.OpenAI) -> None:
     assert response.usage.completion_tokens == 7
 
 
+def test_logprobs_through_the_sdk(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_tokens=5,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "length"
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    content = choice.logprobs.content
+    assert len(content) == 5
+    assert "".join(entry.token for entry in content) == choice.message.content
+    for entry in content:
+        assert entry.logprob <= 0 and entry.bytes == list(entry.token.encode())
+        assert [alt.logprob for alt in entry.top_logprobs][:1] == [entry.logprob]
+        assert len(entry.top_logprobs) == 3
+
+
 def test_greedy_is_repeatable_and_stream_equals_whole(client: openai.OpenAI) -> None:
     kwargs: dict[str, Any] = {"model": LOCAL, "messages": HELLO, "max_tokens": 16, "temperature": 0}
     whole = client.chat.completions.create(**kwargs)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import struct
 import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import llama_cpp
+import msgspec
 import pytest
 
 from modelport.backends.base import CallContext
@@ -30,7 +32,7 @@ from modelport.core.errors import (
     InvalidRequest,
     Overloaded,
 )
-from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
+from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta, Usage
 from modelport.core.invariants import check_stream
 from modelport.core.types import (
     ChatRequest,
@@ -214,9 +216,10 @@ async def test_json_schema_output_follows_the_schema(engine: LlamaCppEngine) -> 
 
 @pytest.mark.asyncio
 async def test_unsupported_inputs_are_refused_before_start(engine: LlamaCppEngine) -> None:
+    too_many = msgspec.structs.replace(request(), logprobs=True, top_logprobs=21)
     with pytest.raises(InvalidRequest) as logprobs:
-        await complete(engine, ChatRequest(model="m", messages=request().messages, logprobs=True))
-    assert logprobs.value.param == "logprobs"
+        await complete(engine, too_many)
+    assert logprobs.value.param == "top_logprobs"
     image = Message("user", (TextPart("What is this?"), ImagePart("https://example.com/a.png")))
     with pytest.raises(InvalidRequest) as images:
         await complete(engine, ChatRequest(model="m", messages=(image,)))
@@ -349,3 +352,67 @@ async def test_a_model_llama_cpp_cannot_load_fails_at_start(tmp_path: Path) -> N
         await engine.start()
     with pytest.raises(BackendUnavailable):
         await complete(engine, request())
+
+
+def with_logprobs(req: ChatRequest, top: int | None) -> ChatRequest:
+    return msgspec.structs.replace(req, logprobs=True, top_logprobs=top)
+
+
+@pytest.mark.asyncio
+async def test_logprobs_give_one_entry_per_generated_token(engine: LlamaCppEngine) -> None:
+    req = with_logprobs(request(max_tokens=6, temperature=0, logit_bias={EOS: -100}), 3)
+    events = await events_of(engine, req, new_ctx())
+    check_stream(events)
+    done = await collect(_replay(events))
+    entries = done.logprobs or ()
+    # Finished by length with no stop string: every sampled token is in the text.
+    assert (done.finish_reason, done.usage.completion_tokens) == ("length", 6)
+    assert len(entries) == 6
+    assert "".join(e.token for e in entries) == done.text
+    for entry in entries:
+        assert math.isfinite(entry.logprob) and entry.logprob <= 0
+        assert entry.bytes == tuple(entry.token.encode())
+        assert len(entry.top) == 3
+        logprobs = [logprob for _, logprob, _ in entry.top]
+        assert logprobs == sorted(logprobs, reverse=True)
+        assert all(math.isfinite(p) and p <= 0 for p in logprobs)
+        # Greedy: the chosen token is the most likely one, with the same logprob.
+        assert (entry.token, entry.logprob) == entry.top[0][:2]
+        assert sum(math.exp(p) for p in logprobs) <= 1 + 1e-6
+    decoded = msgspec.json.decode(msgspec.json.encode(entries))
+    assert decoded[0]["logprob"] == entries[0].logprob
+
+
+@pytest.mark.asyncio
+async def test_logprobs_only_when_asked(engine: LlamaCppEngine) -> None:
+    plain = await events_of(engine, request(max_tokens=3, temperature=0), new_ctx())
+    assert not any(isinstance(e, Logprobs) for e in plain)
+    bare = await complete(engine, with_logprobs(request(max_tokens=3, temperature=0), 0))
+    assert bare.logprobs and all(entry.top == () for entry in bare.logprobs)
+    again = await complete(engine, with_logprobs(request(max_tokens=3, temperature=0), None))
+    assert [e.logprob for e in again.logprobs or ()] == [e.logprob for e in bare.logprobs]
+
+
+@pytest.mark.asyncio
+async def test_logprobs_leave_out_the_tokens_of_a_cut_stop_string(
+    engine: LlamaCppEngine,
+) -> None:
+    base = request(max_tokens=12, temperature=0, logit_bias={EOS: -100})
+    full = await complete(engine, with_logprobs(base, 1))
+    tokens = [e.token for e in full.logprobs or ()]
+    assert len(tokens) == 12 and "".join(tokens) == full.text
+    # A stop string made of the 7th and 8th tokens: the first six keep their entries.
+    stop = tokens[6] + tokens[7]
+    assert stop.strip() and stop not in "".join(tokens[:6]) + tokens[6][:-1]
+    cut = await complete(
+        engine,
+        with_logprobs(
+            msgspec.structs.replace(
+                base, sampling=Sampling(temperature=0, logit_bias={EOS: -100}, stop=(stop,))
+            ),
+            1,
+        ),
+    )
+    assert cut.finish_reason == "stop"
+    assert cut.text == "".join(tokens[:6])
+    assert [e.token for e in cut.logprobs or ()] == tokens[:6]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from modelport.backends.llamacpp.logprobs import FLOOR, LogprobAligner, score
 from modelport.backends.llamacpp.model_file import read_train_context, resolve_model_path
 from modelport.backends.llamacpp.sampling import grammar_for, logits_processors, plan_sampling
 from modelport.backends.llamacpp.template import ChatTemplate
@@ -28,6 +29,7 @@ from modelport.core.types import (
     ResponseFormat,
     Sampling,
     TextPart,
+    TokenLogprob,
     Tool,
     ToolCallPart,
     ToolChoice,
@@ -297,3 +299,31 @@ def test_model_paths_resolve_files_and_installed_packages(tmp_path: Path) -> Non
         resolve_model_path("package:hypothesis/absent.gguf")
     with pytest.raises(ConfigError, match="expected"):
         resolve_model_path("package:hypothesis")
+
+
+def test_score_is_the_log_softmax_of_the_raw_logits() -> None:
+    logits = np.array([2.0, 0.5, -np.inf, 2.0, 1.0], dtype=np.float32)
+    scored = score(logits, 1, 4)
+    finite = np.array([2.0, 0.5, 2.0, 1.0])
+    expected = 0.5 - np.log(np.exp(finite).sum())
+    assert scored.logprob == pytest.approx(expected)
+    # Best first, ties by id; a banned token (-inf) gets OpenAI's finite floor.
+    assert [i for i, _ in scored.top] == [0, 3, 4, 1]
+    assert score(logits, 2, 0) == type(scored)(FLOOR, ())
+    assert json.dumps(score(logits, 2, 5).top)  # no inf/nan reaches JSON
+
+
+def test_aligner_releases_entries_with_their_text_and_drops_cut_tokens() -> None:
+    stream = TextAssembler(stop=("\n\n",))
+    aligner = LogprobAligner()
+    out: list[str] = []
+    for i, piece in enumerate([b"ab", b"\xc3", b"\xa9\n", b"\nz", b"q"]):
+        start = stream.decoded
+        text = stream.feed(piece)
+        aligner.add(TokenLogprob(str(i), -1.0), start, stream.end)
+        got = aligner.cut(stream.released) if stream.stopped else aligner.release(stream.released)
+        out.append(text + "|" + "".join(e.token for e in got))
+        if stream.stopped:
+            break
+    # The half character and the held "\n" wait; "\nz" starts inside the cut stop string.
+    assert out == ["ab|0", "|", "\u00e9|1", "|2"]

@@ -8,7 +8,11 @@ Choices worth knowing:
 - an output limit beyond the remaining context is clamped to it, never refused;
 - completion_tokens counts every token sampled, the end-of-generation token and the tokens of
   a stop string that was cut from the text included;
-- a request without a seed gets a fresh random one (llama.cpp's default repeats across runs).
+- a request without a seed gets a fresh random one (llama.cpp's default repeats across runs);
+- logprobs are the raw model distribution's (before bias, penalties, grammar, temperature and
+  truncation); there is one entry per token in the text: none for the end-of-generation token,
+  none for tokens that begin inside a stop string that was cut (a token that straddles the cut
+  keeps its entry with its full text).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.logprobs import MAX_TOP
 from modelport.backends.llamacpp.model_file import (
     PACKAGE_PREFIX,
     read_train_context,
@@ -39,7 +44,7 @@ from modelport.backends.llamacpp.worker import (
 )
 from modelport.core.catalog import LlamaCppBackend, ModelCard
 from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
-from modelport.core.events import Error, Event, Start, Stop, TextDelta
+from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.types import ChatRequest, ImagePart
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
@@ -149,7 +154,11 @@ class LlamaCppEngine:
             while True:
                 message = await inbox.get()
                 if isinstance(message, Piece):
-                    yield TextDelta(index=0, text=message.text)
+                    if message.text:
+                        yield TextDelta(index=0, text=message.text)
+                    if message.logprobs:
+                        # The worker sends none before the first text: block 0 is open.
+                        yield Logprobs(index=0, entries=message.logprobs)
                 elif isinstance(message, Done):
                     yield message.usage
                     yield Stop(message.finish_reason, message.native_finish_reason)
@@ -198,8 +207,8 @@ def _check_request(request: ChatRequest) -> None:
     """Refuse what this engine cannot do, before the request takes a place in the queue."""
     if not request.messages:
         raise InvalidRequest("messages must not be empty", param="messages")
-    if request.logprobs:
-        raise InvalidRequest("logprobs are not supported by the local engine yet", param="logprobs")
+    if request.top_logprobs is not None and not 0 <= request.top_logprobs <= MAX_TOP:
+        raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP}", param="top_logprobs")
     if request.max_output_tokens is not None and request.max_output_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
     if any(isinstance(part, ImagePart) for message in request.messages for part in message.parts):

@@ -23,19 +23,36 @@ class TextAssembler:
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        # Characters decoded so far and characters released: positions for logprob alignment.
+        self.decoded = 0
+        self.released = 0
 
     def feed(self, data: bytes) -> str:
         if self.stopped:
             return ""
-        return self._release(self._held + self._decoder.decode(data), final=False)
+        text = self._decoder.decode(data)
+        self.decoded += len(text)
+        return self._release(self._held + text, final=False)
+
+    @property
+    def end(self) -> int:
+        """Where the text of the bytes fed so far ends (an unfinished character counts)."""
+        return self.decoded + (1 if self._decoder.getstate()[0] else 0)
 
     def finish(self) -> str:
         """The text still held back, once generation has ended without a stop string."""
         if self.stopped:
             return ""
-        return self._release(self._held + self._decoder.decode(b"", final=True), final=True)
+        text = self._decoder.decode(b"", final=True)
+        self.decoded += len(text)
+        return self._release(self._held + text, final=True)
 
     def _release(self, text: str, *, final: bool) -> str:
+        out = self._cut(text, final=final)
+        self.released += len(out)
+        return out
+
+    def _cut(self, text: str, *, final: bool) -> str:
         if not self._stops:
             self._held = ""
             return text

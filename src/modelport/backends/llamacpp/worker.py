@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.logprobs import MAX_TOP, LogprobAligner, TokenScorer
 from modelport.backends.llamacpp.sampling import SamplingPlan, logits_processors
 from modelport.backends.llamacpp.template import ChatTemplate
 from modelport.backends.llamacpp.text_stream import TextAssembler
@@ -34,7 +37,7 @@ from modelport.core.errors import (
     Overloaded,
 )
 from modelport.core.events import Usage
-from modelport.core.types import ChatRequest, FinishReason
+from modelport.core.types import ChatRequest, FinishReason, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,8 @@ class Ready:
 
 @dataclass(frozen=True)
 class Piece:
-    text: str
+    text: str  # may be empty when only logprobs are left to send
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Worker:
         # A daemon thread: a process that exits without aclose() must not hang on it.
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._pieces: dict[int, bytes] = {}
+        self._labels: dict[int, bytes] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -232,6 +237,11 @@ class Worker:
         processors = logits_processors(plan)
         vocab = llm._model.vocab
         assembler = TextAssembler(plan.stop)
+        scorer = aligner = None
+        if request.logprobs:
+            scorer = TokenScorer(lambda t: self._piece(vocab, t), lambda t: self._label(vocab, t))
+            aligner = LogprobAligner()
+        top_k = min(request.top_logprobs or 0, MAX_TOP)
         generated = 0
         finish: tuple[FinishReason, str] | None = None
         tokens_out = llm.generate(
@@ -249,9 +259,20 @@ class Worker:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = ("stop", "eos")
                     break
+                start = assembler.decoded
                 text = assembler.feed(self._piece(vocab, token))
-                if text:
-                    job.emit(Piece(text))
+                entries: tuple[TokenLogprob, ...] = ()
+                if scorer is not None and aligner is not None:
+                    # Until the next eval, llama.cpp's last logits row is the one this token
+                    # was sampled from (samplers work on a copy, so it is still raw).
+                    entry = scorer.entry(self._last_logits(llm, info.n_vocab), token, top_k)
+                    aligner.add(entry, start, assembler.end)
+                    if assembler.stopped:
+                        entries = aligner.cut(assembler.released)
+                    else:
+                        entries = aligner.release(assembler.released)
+                if text or entries:
+                    job.emit(Piece(text, entries))
                 if assembler.stopped:
                     finish = ("stop", "stop_sequence")
                     break
@@ -269,8 +290,9 @@ class Worker:
             job.emit(Failed(Overloaded(reason, retry_after=5.0)))
             return
         tail = assembler.finish()
-        if tail:
-            job.emit(Piece(tail))
+        rest = aligner.finish(assembler.released) if aligner is not None else ()
+        if tail or rest:
+            job.emit(Piece(tail, rest))
         job.emit(Done(Usage(n_prompt, generated), finish[0], finish[1]))
 
     def _piece(self, vocab: Any, token: int) -> bytes:
@@ -278,6 +300,19 @@ class Worker:
         if piece is None:
             piece = self._pieces[token] = token_bytes(vocab, token, special=False)
         return piece
+
+    def _label(self, vocab: Any, token: int) -> bytes:
+        label = self._labels.get(token)
+        if label is None:
+            label = self._labels[token] = token_bytes(vocab, token, special=True)
+        return label
+
+    @staticmethod
+    def _last_logits(llm: llama_cpp.Llama, n_vocab: int) -> npt.NDArray[np.float32]:
+        pointer = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        if not pointer:
+            raise InternalError("llama.cpp has no logits for the last token")
+        return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
     @staticmethod
     def _grammar(llm: llama_cpp.Llama, gbnf: str | None) -> LlamaGrammar | None:
