@@ -44,10 +44,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'modelport.db'}"
 
-    @property
-    def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
-
 
 # Settings that can come from the environment (all but the file-only `models`/`secrets`).
 ENV_FIELDS: tuple[str, ...] = tuple(

@@ -50,7 +50,9 @@ async def _health(state: AppState, exchange: Exchange) -> None:
 def _tune_gc() -> None:
     """Move everything alive after start-up out of the collector's way, and collect the young
     generation less often: a request allocates many short-lived objects, and full collections
-    over the long-lived ones showed up as latency spikes."""
+    over the long-lived ones showed up as latency spikes. Done only in granian's worker (the
+    RSGI hook): the ASGI entry point also runs inside test processes and servers that may
+    manage the collector themselves."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
