@@ -199,22 +199,79 @@ def _error(server: RunningServer, body: bytes | dict[str, Any]) -> tuple[int, di
     return response.status_code, response.json()["error"]
 
 
-@pytest.mark.parametrize(
-    ("fields", "param"),
-    [
-        ({"temperature": 3}, "temperature"),
-        ({"top_p": -1}, "top_p"),
-        ({"top_k": -5}, "top_k"),
-        ({"max_tokens": 0}, "max_tokens"),
-        ({"top_logprobs": 5}, "top_logprobs"),
-        ({"logit_bias": {"abc": 1}}, "logit_bias"),
-        ({"response_format": {"type": "xml"}}, "response_format.type"),
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"messages": []}, "messages"),
-        ({"messages": [{"role": "user", "content": 1}]}, "messages[0].content"),
-        ({"stream": "yes"}, "stream"),
-    ],
-)
+# Every generation parameter, with values that are out of range, of the wrong type, or that
+# the local engine cannot honour; each must be a 400 whose `param` names the field.
+BAD_PARAMETERS: list[tuple[dict[str, Any], str]] = [
+    ({"temperature": 3}, "temperature"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": -1}, "top_p"),
+    ({"top_p": 1.01}, "top_p"),
+    ({"top_k": -5}, "top_k"),
+    ({"top_k": 2.5}, "top_k"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"min_p": -0.1}, "min_p"),
+    ({"top_a": 2}, "top_a"),
+    ({"frequency_penalty": 2.5}, "frequency_penalty"),
+    ({"presence_penalty": -3}, "presence_penalty"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+    ({"repetition_penalty": 2.5}, "repetition_penalty"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": "lucky"}, "seed"),
+    ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"logit_bias": {"42": 101}}, "logit_bias"),
+    ({"logit_bias": {"-1": 5}}, "logit_bias"),
+    ({"logit_bias": {"99999999": 5}}, "logit_bias"),  # outside SmolLM2's vocabulary
+    ({"logit_bias": [1, 2]}, "logit_bias"),
+    ({"stop": 5}, "stop"),
+    ({"stop": [str(i) for i in range(17)]}, "stop"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": "many"}, "max_tokens"),
+    ({"max_completion_tokens": -3}, "max_completion_tokens"),
+    ({"logprobs": "yes"}, "logprobs"),
+    ({"top_logprobs": 5}, "top_logprobs"),  # without logprobs
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        "response_format.json_schema.schema",
+    ),
+    (
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 3}},
+            }
+        },
+        "response_format",
+    ),
+    ({"structured_outputs": "yes"}, "structured_outputs"),
+    ({"tools": {"type": "function"}}, "tools"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+        "tools[0].function.name",
+    ),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": "sometimes"}, "tool_choice"),
+    ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ({"verbosity": "extreme"}, "verbosity"),
+    ({"reasoning": {"effort": "huge"}}, "reasoning.effort"),
+    ({"reasoning_effort": "max"}, "reasoning_effort"),
+    ({"reasoning": {"max_tokens": -1}}, "reasoning.max_tokens"),
+    ({"chat_template_kwargs": "thinking"}, "chat_template_kwargs"),
+    ({"n": 2}, "n"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+    ({"user": 7}, "user"),
+    ({"model": ""}, "model"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "user", "content": 1}]}, "messages[0].content"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ({"stream": "yes"}, "stream"),
+]
+
+
+@pytest.mark.parametrize(("fields", "param"), BAD_PARAMETERS)
 def test_bad_parameters_get_400_naming_the_field(
     server: RunningServer, fields: dict[str, Any], param: str
 ) -> None:

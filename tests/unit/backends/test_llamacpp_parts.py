@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from modelport.backends.llamacpp.grammar import grammar_for
 from modelport.backends.llamacpp.logprobs import FLOOR, LogprobAligner, score
 from modelport.backends.llamacpp.model_file import read_train_context, resolve_model_path
-from modelport.backends.llamacpp.sampling import grammar_for, logits_processors, plan_sampling
+from modelport.backends.llamacpp.sampling import logits_processors, plan_sampling
 from modelport.backends.llamacpp.template import ChatTemplate
 from modelport.backends.llamacpp.text_stream import TextAssembler
 from modelport.core.catalog import ConfigError

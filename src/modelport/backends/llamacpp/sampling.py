@@ -8,7 +8,6 @@ Unset values are neutral (temperature 1, no truncation, no penalty), as in the O
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+from modelport.backends.llamacpp.grammar import grammar_for
 from modelport.core.errors import InvalidRequest
-from modelport.core.types import ChatRequest, ResponseFormat, Sampling
+from modelport.core.types import ChatRequest, Sampling
 
 # llama.cpp reads the seed 0xFFFFFFFF as "pick one at random", so seeds stay below it.
 _SEED_RANGE = 0xFFFFFFFF
@@ -105,21 +104,6 @@ def _check_ranges(s: Sampling) -> None:
         raise InvalidRequest("top_k must be >= 0 (0 disables it)", param="top_k")
     if s.repetition_penalty is not None and s.repetition_penalty == 0:
         raise InvalidRequest("repetition_penalty must be > 0", param="repetition_penalty")
-
-
-def grammar_for(response_format: ResponseFormat) -> str | None:
-    """The GBNF grammar that constrains output to `response_format`, or None for text."""
-    if response_format.type == "text":
-        return None
-    if response_format.schema is None:
-        return JSON_GBNF  # any JSON object
-    try:
-        return str(json_schema_to_gbnf(json.dumps(response_format.schema)))
-    except Exception as exc:  # the converter signals unsupported schemas with assorted types
-        raise InvalidRequest(
-            f"response_format: this JSON schema cannot be turned into a grammar: {exc}",
-            param="response_format",
-        ) from None
 
 
 def logits_processors(plan: SamplingPlan) -> list[LogitsProcessor]:
