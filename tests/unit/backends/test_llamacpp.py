@@ -253,14 +253,14 @@ async def test_context_limits() -> None:
 
 
 @pytest.mark.asyncio
-async def test_two_instances_serve_in_parallel() -> None:
-    config = LlamaCppBackend(path=MODEL, instances=2)
+async def test_four_requests_overlap_in_time_on_four_instances() -> None:
+    config = LlamaCppBackend(path=MODEL, instances=4)
     engine = LlamaCppEngine(config, card(), default_threads=1)
     await engine.start()
 
     async def timed(topic: str) -> tuple[float, float]:
         # Distinct prompts: no shared prompt cache that would make a serial run look parallel.
-        req = request(f"Tell me about {topic}.", max_tokens=32, logit_bias={EOS: -100})
+        req = request(f"Tell me about {topic}.", max_tokens=24, logit_bias={EOS: -100})
         first = 0.0
         async for event in engine.stream(req, new_ctx()):
             if isinstance(event, TextDelta) and not first:
@@ -269,14 +269,55 @@ async def test_two_instances_serve_in_parallel() -> None:
                 assert event.finish_reason == "length"
         return first, time.monotonic()
 
+    topics = ("the sea", "mountains in winter", "old trains", "a quiet library")
     try:
-        (first_a, end_a), (first_b, end_b) = await asyncio.gather(
-            timed("the sea"), timed("mountains in winter")
-        )
+        spans = await asyncio.gather(*(timed(topic) for topic in topics))
     finally:
         await engine.aclose()
-    # Each began producing before the other finished: they overlapped.
-    assert first_a < end_b and first_b < end_a
+    # Every request produced its first token before any other had finished: all four overlap.
+    assert max(first for first, _ in spans) < min(end for _, end in spans)
+
+
+def conversation(system: str, *turns: str) -> ChatRequest:
+    """A conversation whose user turns are `turns`, with a canned answer between them."""
+    messages = [Message("system", (TextPart(system),))]
+    for index, turn in enumerate(turns):
+        if index:
+            messages.append(Message("assistant", (TextPart("Noted."),)))
+        messages.append(Message("user", (TextPart(turn),)))
+    return ChatRequest(
+        model="test/smollm2",
+        messages=tuple(messages),
+        sampling=Sampling(temperature=0),
+        max_output_tokens=2,
+    )
+
+
+@pytest.mark.asyncio
+async def test_each_conversation_returns_to_the_instance_that_holds_its_prefix() -> None:
+    config = LlamaCppBackend(path=MODEL, instances=2)
+    engine = LlamaCppEngine(config, card(), default_threads=1)
+    await engine.start()
+    rules_a = "You are a ship's navigator. " + "Always answer with bearings and distances. " * 30
+    rules_b = "You are a pastry chef. " + "Always answer with weights in grams. " * 30
+    try:
+        first_a = await complete(engine, conversation(rules_a, "Where is Malta?"))
+        first_b = await complete(engine, conversation(rules_b, "How do I bake bread?"))
+        # B's next turn first, then A's: a shared FIFO of workers would swap the caches.
+        second_b = await complete(
+            engine, conversation(rules_b, "How do I bake bread?", "And rolls?")
+        )
+        second_a = await complete(engine, conversation(rules_a, "Where is Malta?", "And Crete?"))
+        unrelated = await complete(engine, conversation("Be brief.", "Hi"))
+    finally:
+        await engine.aclose()
+    assert first_a.usage.cached_tokens == first_b.usage.cached_tokens == 0
+    # The whole first turn (its prompt at least) comes from the KV cache on the second.
+    assert second_a.usage.cached_tokens >= first_a.usage.prompt_tokens - 1
+    assert second_b.usage.cached_tokens >= first_b.usage.prompt_tokens - 1
+    assert second_a.usage.prompt_tokens > first_a.usage.prompt_tokens
+    # A new conversation shares only the template's opening with either cache.
+    assert unrelated.usage.cached_tokens < 5
 
 
 @pytest.mark.asyncio

@@ -1,14 +1,17 @@
 """`LlamaCppEngine`: the in-process llama.cpp backend.
 
-`config.instances` workers (one `Llama` and one thread each) pull jobs from one shared queue;
-`stream` submits a job and relays the worker's messages as canonical events. The event loop
-never calls into llama.cpp: messages cross over with `loop.call_soon_threadsafe`.
+`config.instances` workers (one `Llama` and one thread each) take jobs from a dispatcher that
+sends each conversation's next turn to the instance whose KV cache already holds its earlier
+turns (dispatch.py); `stream` renders the prompt, submits a job and relays the worker's
+messages as canonical events. The event loop never calls into llama.cpp: messages cross over
+with `loop.call_soon_threadsafe`.
 
 Choices worth knowing:
 - an output limit beyond the remaining context is clamped to it, never refused;
 - completion_tokens counts every token sampled, the end-of-generation token and the tokens of
   a stop string that was cut from the text included;
 - a request without a seed gets a fresh random one (llama.cpp's default repeats across runs);
+- usage reports the prompt tokens taken from the KV cache as cached_tokens;
 - logprobs are the raw model distribution's (before bias, penalties, grammar, temperature and
   truncation); there is one entry per token in the text: none for the end-of-generation token,
   none for tokens that begin inside a stop string that was cut (a token that straddles the cut
@@ -18,13 +21,13 @@ Choices worth knowing:
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections.abc import AsyncGenerator
 from pathlib import PurePosixPath
 from typing import Any
 
 from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.dispatch import Dispatcher
 from modelport.backends.llamacpp.logprobs import MAX_TOP
 from modelport.backends.llamacpp.model_file import (
     PACKAGE_PREFIX,
@@ -61,7 +64,7 @@ class LlamaCppEngine:
         self.card = card
         self.name = config.name or f"llamacpp:{PurePosixPath(_file_part(config.path)).name}"
         self._threads = config.n_threads or default_threads
-        self._jobs: queue.Queue[Job | None] = queue.Queue()  # bounded by hand: see _submit
+        self._dispatcher: Dispatcher[Job] | None = None
         self._stopping = threading.Event()
         self._workers: list[Worker] = []
         self._info: ModelInfo | None = None
@@ -84,8 +87,11 @@ class LlamaCppEngine:
             n_threads=self._threads,
             chat_template=self.config.chat_template,
         )
+        self._dispatcher = dispatcher = Dispatcher[Job](
+            self.config.max_queue, overloaded=self._at_capacity
+        )
         workers = [
-            Worker(spec, self._jobs, self._stopping, name=f"{self.name}#{i}")
+            Worker(spec, dispatcher, self._stopping, name=f"{self.name}#{i}")
             for i in range(self.config.instances)
         ]
         for worker in workers:
@@ -101,23 +107,15 @@ class LlamaCppEngine:
     async def aclose(self) -> None:
         """Stop the workers: queued jobs fail with Overloaded, running ones stop at a token."""
         self._stopping.set()
-        self._discard_queued()
+        if self._dispatcher is not None:
+            for job in self._dispatcher.close():
+                job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
         workers, self._workers = self._workers, []
-        for _ in workers:
-            self._jobs.put(None)
+        for worker in workers:
+            worker.slot.inbox.put(None)
         for worker in workers:
             await asyncio.to_thread(worker.join)
-        self._discard_queued()  # sentinels left by workers that had failed to load
         self._info = None
-
-    def _discard_queued(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
 
     def render_prompt(self, request: ChatRequest) -> str:
         """The prompt text the engine would tokenize for `request` (for tests and debugging)."""
@@ -127,6 +125,7 @@ class LlamaCppEngine:
         info = self._started()
         _check_request(request)
         plan = plan_sampling(request, n_vocab=info.n_vocab)
+        prompt = info.template.render(request, defaults=self._template_defaults(request))
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         cancel = threading.Event()
@@ -137,14 +136,7 @@ class LlamaCppEngine:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 cancel.set()
 
-        job = Job(
-            request=request,
-            plan=plan,
-            ctx=ctx,
-            emit=emit,
-            template_defaults=self._template_defaults(request),
-            cancel=cancel,
-        )
+        job = Job(request=request, prompt=prompt, plan=plan, ctx=ctx, emit=emit, cancel=cancel)
         self._submit(job)
         try:
             first = await inbox.get()
@@ -172,17 +164,16 @@ class LlamaCppEngine:
             cancel.set()
 
     def _submit(self, job: Job) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._dispatcher is None:
             raise Overloaded("The local engine is shutting down.", retry_after=_RETRY_AFTER_S)
-        # Only this (event loop) thread adds jobs and workers only remove them, so qsize can
-        # only overestimate: the bound holds.
-        if self._jobs.qsize() >= self.config.max_queue:
-            raise Overloaded(
-                f"The local engine for {self.card.id} is at capacity "
-                f"({self.config.max_queue} requests already waiting); retry shortly.",
-                retry_after=_RETRY_AFTER_S,
-            )
-        self._jobs.put_nowait(job)
+        self._dispatcher.submit(job)
+
+    def _at_capacity(self, waiting: int) -> Overloaded:
+        return Overloaded(
+            f"The local engine for {self.card.id} is at capacity "
+            f"({waiting} requests already waiting); retry shortly.",
+            retry_after=_RETRY_AFTER_S,
+        )
 
     def _template_defaults(self, request: ChatRequest) -> dict[str, Any]:
         # Hybrid-thinking templates (Qwen3) switch thinking off with enable_thinking=False.

@@ -1,7 +1,8 @@
-"""One engine instance: a thread that owns one `llama_cpp.Llama` and serves jobs from a queue.
+"""One engine instance: a thread that owns one `llama_cpp.Llama` and serves the jobs its
+dispatcher (dispatch.py) hands it.
 
 A `Llama` is not thread-safe (two threads on one object segfault), so only its worker thread
-ever touches it: loading, rendering and tokenizing the prompt, sampling, detokenizing. Results
+ever touches it: loading, tokenizing the prompt, sampling, detokenizing. Results
 go back to the asyncio side through the job's `emit` callback as `Ready`, `Piece`, `Done` or
 `Failed` messages. ctypes releases the GIL inside llama.cpp, so instances run in parallel.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -24,6 +24,7 @@ import numpy.typing as npt
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from modelport.backends.base import CallContext
+from modelport.backends.llamacpp.dispatch import Dispatcher, Slot
 from modelport.backends.llamacpp.logprobs import MAX_TOP, LogprobAligner, TokenScorer
 from modelport.backends.llamacpp.sampling import SamplingPlan, logits_processors
 from modelport.backends.llamacpp.template import ChatTemplate
@@ -92,11 +93,14 @@ WorkerMessage = Ready | Piece | Done | Failed
 @dataclass
 class Job:
     request: ChatRequest
+    prompt: str  # rendered by the engine with the chat template
     plan: SamplingPlan
     ctx: CallContext
     emit: Callable[[WorkerMessage], None]
-    template_defaults: dict[str, Any] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel.is_set()
 
 
 def token_bytes(vocab: Any, token: int, *, special: bool) -> bytes:
@@ -111,13 +115,19 @@ def token_bytes(vocab: Any, token: int, *, special: bool) -> bytes:
 
 
 class Worker:
-    """Loads the model in its own thread, then serves jobs until it reads None."""
+    """Loads the model in its own thread, then serves the jobs the dispatcher gives it until
+    its inbox reads None."""
 
     def __init__(
-        self, spec: LoadSpec, jobs: queue.Queue[Job | None], stopping: threading.Event, name: str
+        self,
+        spec: LoadSpec,
+        dispatcher: Dispatcher[Job],
+        stopping: threading.Event,
+        name: str,
     ) -> None:
         self._spec = spec
-        self._jobs = jobs
+        self._dispatcher = dispatcher
+        self.slot: Slot[Job] = Slot(name)
         self._stopping = stopping
         self.loaded: Future[ModelInfo] = Future()
         # A daemon thread: a process that exits without aclose() must not hang on it.
@@ -139,8 +149,14 @@ class Worker:
             return
         self.loaded.set_result(info)
         try:
-            while (job := self._jobs.get()) is not None:
+            job = self._dispatcher.next_task(self.slot)
+            while True:
+                if job is None:
+                    job = self.slot.inbox.get()
+                    if job is None:
+                        return
                 self._serve(llm, info, job)
+                job = self._dispatcher.next_task(self.slot)
         finally:
             llm.close()
 
@@ -213,8 +229,7 @@ class Worker:
 
     def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> None:
         request, plan = job.request, job.plan
-        prompt = info.template.render(request, defaults=job.template_defaults)
-        tokens = self._tokenize(llm, info, prompt)
+        tokens = self._tokenize(llm, info, job.prompt)
         n_prompt = len(tokens)
         if n_prompt == 0:
             raise InvalidRequest("The messages rendered to an empty prompt.", param="messages")
@@ -230,8 +245,9 @@ class Worker:
             # A documented choice: an output limit beyond the context is clamped, not refused.
             max_tokens, limit_reason = room, "context_full"
         grammar = self._grammar(llm, plan.grammar)
+        cached = self._reusable_prefix(llm, tokens)
 
-        job.ctx.usage = Usage(n_prompt, 0)
+        job.ctx.usage = Usage(n_prompt, 0, cached_tokens=cached)
         job.emit(Ready(n_prompt))
         llm.set_seed(plan.seed)
         processors = logits_processors(plan)
@@ -243,6 +259,7 @@ class Worker:
             aligner = LogprobAligner()
         top_k = min(request.top_logprobs or 0, MAX_TOP)
         generated = 0
+        output = bytearray()  # what the KV cache holds after the prompt, for the dispatcher
         finish: tuple[FinishReason, str] | None = None
         tokens_out = llm.generate(
             tokens,
@@ -253,14 +270,16 @@ class Worker:
         try:
             for token in tokens_out:
                 generated += 1
-                job.ctx.usage = Usage(n_prompt, generated)
+                job.ctx.usage = Usage(n_prompt, generated, cached_tokens=cached)
                 if job.cancel.is_set() or self._stopping.is_set():
                     break
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = ("stop", "eos")
                     break
                 start = assembler.decoded
-                text = assembler.feed(self._piece(vocab, token))
+                piece = self._piece(vocab, token)
+                output += piece
+                text = assembler.feed(piece)
                 entries: tuple[TokenLogprob, ...] = ()
                 if scorer is not None and aligner is not None:
                     # Until the next eval, llama.cpp's last logits row is the one this token
@@ -281,6 +300,7 @@ class Worker:
                     break
         finally:
             tokens_out.close()
+            self.slot.cached_text = job.prompt + output.decode("utf-8", errors="ignore")
         if finish is None:
             # Cancelled: the consumer is usually gone, but an engine shutdown has one waiting.
             stopping = self._stopping.is_set()
@@ -293,7 +313,23 @@ class Worker:
         rest = aligner.finish(assembler.released) if aligner is not None else ()
         if tail or rest:
             job.emit(Piece(tail, rest))
-        job.emit(Done(Usage(n_prompt, generated), finish[0], finish[1]))
+        job.emit(Done(Usage(n_prompt, generated, cached_tokens=cached), finish[0], finish[1]))
+
+    @staticmethod
+    def _reusable_prefix(llm: llama_cpp.Llama, tokens: list[int]) -> int:
+        """How many prompt tokens `Llama.generate` will take from the KV cache: the common
+        prefix with what it holds, less one when the whole prompt matches (llama-cpp-python
+        re-evaluates the last token then, to get fresh logits)."""
+        held = llm.input_ids[: llm.n_tokens]
+        n = min(len(held), len(tokens))
+        if n == 0:
+            return 0
+        differs = np.flatnonzero(held[:n] != np.asarray(tokens[:n], dtype=held.dtype))
+        common = int(differs[0]) if differs.size else n
+        if common < len(tokens):
+            return common
+        exact = llm.n_tokens == len(tokens) and not getattr(llm, "_requires_eval", True)
+        return common if exact else common - 1
 
     def _piece(self, vocab: Any, token: int) -> bytes:
         piece = self._pieces.get(token)
