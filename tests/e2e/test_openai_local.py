@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import msgspec
 import openai
+import pydantic
 import pytest
 from tests.e2e.server import RunningServer
 
@@ -42,7 +43,11 @@ def test_model_list_is_the_catalog(client: openai.OpenAI, server: RunningServer)
     assert coder["pricing"]["completion"] == "0.000015"
     assert "tools" in coder["supported_parameters"]
     assert coder["configured"] is False
-    assert (models[LOCAL].model_extra or {})["configured"] is True
+    local: dict[str, Any] = models[LOCAL].model_extra or {}
+    assert local["configured"] is True
+    assert {"structured_outputs", "response_format", "logprobs", "top_a"} <= set(
+        local["supported_parameters"]
+    )
     # The same list under the /api/gpt/v1 prefix.
     with urllib.request.urlopen(server.base_url + "/api/gpt/v1/models") as response:
         other = msgspec.json.decode(response.read())
@@ -151,6 +156,27 @@ def test_bare_model_name_resolves(client: openai.OpenAI) -> None:
         model="smollm2-135m-instruct", messages=HELLO, max_tokens=4
     )
     assert response.model == LOCAL
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=30)
+    country: str = pydantic.Field(max_length=30)
+    population: int | None
+
+
+def test_the_sdk_parse_helper_gets_a_valid_pydantic_object(client: openai.OpenAI) -> None:
+    # The SDK sends Pydantic's strict JSON schema; the grammar makes the answer fit it.
+    completion = client.chat.completions.parse(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Describe the city of Paris."}],
+        response_format=City,
+        temperature=0,
+        max_tokens=120,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop"
+    assert isinstance(choice.message.parsed, City)
+    assert choice.message.parsed.name
 
 
 def test_stop_string_is_cut(client: openai.OpenAI) -> None:
