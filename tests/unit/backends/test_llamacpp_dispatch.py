@@ -62,7 +62,9 @@ def test_a_new_conversation_takes_the_longest_idle_instance_not_a_warm_one() -> 
     dispatcher: Dispatcher[FakeJob] = Dispatcher(4, overloaded=full)
     # The warm caches share the template's opening with the new prompt, but neither would
     # keep half of what it holds: the instance idle the longest gets it.
-    slots = ready(dispatcher, "", "<s>system: a long talk about ships", "<s>system: voyages across seas")
+    slots = ready(
+        dispatcher, "", "<s>system: a long talk about ships", "<s>system: voyages across seas"
+    )
     dispatcher.submit(FakeJob("<s>system: something else entirely"))
     assert taker(slots) is slots[0]
     # Once it is busy, the next new conversation takes the next longest idle, not the warmest.
