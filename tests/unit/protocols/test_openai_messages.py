@@ -51,6 +51,15 @@ def test_arguments_that_are_not_a_json_object_stay_text() -> None:
     assert rendered["tool_calls"][0]["function"]["arguments"] == "not json"
 
 
+def test_blank_arguments_are_an_empty_object_for_upstreams_and_templates() -> None:
+    # Clients send "" back for a call to a function without parameters.
+    call = Message("assistant", (ToolCallPart(id="c", name="now", arguments=" "),))
+    (wire,) = openai_messages((call,))
+    (templated,) = openai_messages((call,), for_template=True)
+    assert wire["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert templated["tool_calls"][0]["function"]["arguments"] == {}
+
+
 def test_text_parts_are_joined_the_same_way_for_every_backend() -> None:
     message = Message("user", (TextPart("a"), TextPart("b")))
     assert openai_messages((message,))[0]["content"] == "a\nb"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import unicodedata
 from collections.abc import AsyncGenerator
 from pathlib import PurePosixPath
 from typing import Any
@@ -119,13 +120,17 @@ class LlamaCppEngine:
 
     def render_prompt(self, request: ChatRequest) -> str:
         """The prompt text the engine would tokenize for `request` (for tests and debugging)."""
-        return self._started().template.render(request, defaults=self._template_defaults(request))
+        return self._prompt(self._started(), request)
+
+    def _prompt(self, info: ModelInfo, request: ChatRequest) -> str:
+        prompt = info.template.render(request, defaults=self._template_defaults(request))
+        return unicodedata.normalize("NFC", prompt) if info.nfc else prompt
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         info = self._started()
         _check_request(request)
         plan = plan_sampling(request, n_vocab=info.n_vocab)
-        prompt = info.template.render(request, defaults=self._template_defaults(request))
+        prompt = self._prompt(info, request)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         cancel = threading.Event()

@@ -42,6 +42,9 @@ from modelport.core.types import ChatRequest, FinishReason, TokenLogprob
 
 log = logging.getLogger(__name__)
 
+# GGUF `tokenizer.ggml.pre` values of tokenizers whose Hugging Face originals normalise to NFC.
+_NFC_PRETOKENIZERS = frozenset({"qwen2"})
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -60,6 +63,9 @@ class ModelInfo:
     template: ChatTemplate
     bos_id: int
     add_bos: bool
+    # Qwen2/2.5/3 tokenizers apply Unicode NFC before BPE; llama.cpp does not, so the engine
+    # normalises the prompt for them (otherwise "e" + U+0301 reaches the model as other tokens).
+    nfc: bool = False
 
 
 # Messages from a worker to the stream that submitted the job, in this order:
@@ -193,6 +199,7 @@ class Worker:
                 template=template,
                 bos_id=bos_id,
                 add_bos=bool(llm._model.add_bos_token()),
+                nfc=llm.metadata.get("tokenizer.ggml.pre") in _NFC_PRETOKENIZERS,
             )
         except BaseException:
             llm.close()

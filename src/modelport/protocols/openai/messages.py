@@ -98,9 +98,13 @@ def _message(
 
 def _tool_call(part: ToolCallPart, for_template: bool) -> dict[str, Any]:
     arguments: Any = part.arguments
+    if not arguments.strip():
+        # Some clients send "" back for a call without parameters: that is an empty object
+        # (engines that decode arguments reject "", and templates would render `"arguments": }`).
+        arguments = "{}"
     if for_template:
         try:
-            decoded = json.loads(part.arguments)
+            decoded = json.loads(arguments)
         except ValueError:
             decoded = None
         if isinstance(decoded, dict):
