@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import struct
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -318,6 +319,22 @@ async def test_each_conversation_returns_to_the_instance_that_holds_its_prefix()
     assert second_a.usage.prompt_tokens > first_a.usage.prompt_tokens
     # A new conversation shares only the template's opening with either cache.
     assert unrelated.usage.cached_tokens < 5
+
+
+def _stdio_targets() -> tuple[str, str]:
+    return os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2")
+
+
+@pytest.mark.asyncio
+async def test_loading_several_instances_leaves_stdout_and_stderr_where_they_were() -> None:
+    # llama-cpp-python silences loading by redirecting fds 1 and 2; concurrent loads used to
+    # leave them on /dev/null, losing every later log line of the server.
+    before = _stdio_targets()
+    for _ in range(3):
+        engine = LlamaCppEngine(LlamaCppBackend(path=MODEL, instances=4), card(), default_threads=1)
+        await engine.start()
+        await engine.aclose()
+        assert _stdio_targets() == before
 
 
 @pytest.mark.asyncio

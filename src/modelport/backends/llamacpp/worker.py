@@ -42,6 +42,11 @@ from modelport.core.types import ChatRequest, FinishReason, TokenLogprob
 
 log = logging.getLogger(__name__)
 
+# `Llama(verbose=False)` points the process's stdout and stderr at /dev/null while it loads and
+# restores them afterwards; two threads doing that at once can leave them on /dev/null for
+# good (every later log line and traceback lost). Instances therefore load one at a time.
+_LOAD_LOCK = threading.Lock()
+
 # GGUF `tokenizer.ggml.pre` values of tokenizers whose Hugging Face originals normalise to NFC.
 _NFC_PRETOKENIZERS = frozenset({"qwen2"})
 
@@ -169,13 +174,14 @@ class Worker:
     def _load(self) -> tuple[llama_cpp.Llama, ModelInfo]:
         spec = self._spec
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(spec.path),
-                n_ctx=spec.n_ctx,
-                n_threads=spec.n_threads,
-                n_threads_batch=spec.n_threads,
-                verbose=False,
-            )
+            with _LOAD_LOCK:
+                llm = llama_cpp.Llama(
+                    model_path=str(spec.path),
+                    n_ctx=spec.n_ctx,
+                    n_threads=spec.n_threads,
+                    n_threads_batch=spec.n_threads,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"llama.cpp cannot load {str(spec.path)!r}: {exc}") from None
         try:
