@@ -72,6 +72,16 @@ def test_a_new_conversation_takes_the_longest_idle_instance_not_a_warm_one() -> 
     assert slots[1].inbox.qsize() == 1
 
 
+def test_a_repeated_prompt_or_shared_system_prompt_finds_the_warm_instance() -> None:
+    dispatcher: Dispatcher[FakeJob] = Dispatcher(4, overloaded=full)
+    system = "<s>system: " + "a long shared set of rules. " * 20
+    # The warm cache holds the prompt plus a long answer: less than half of it is shared, but
+    # the whole new prompt is.
+    slots = ready(dispatcher, "", system + "<s>user: q1</s>" + "a long answer " * 100)
+    dispatcher.submit(FakeJob(system + "<s>user: q2</s>"))
+    assert taker(slots) is slots[1]
+
+
 def test_without_an_idle_instance_jobs_wait_in_order_and_the_queue_is_bounded() -> None:
     dispatcher: Dispatcher[FakeJob] = Dispatcher(2, overloaded=full)
     first, second, cancelled = FakeJob("1"), FakeJob("2"), FakeJob("3")

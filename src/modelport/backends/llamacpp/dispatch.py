@@ -6,11 +6,11 @@ prompt, so sending it to the instance that served the previous turn saves re-rea
 it (seconds on a long conversation). The rule, as llama.cpp's own server picks a slot:
 
 - a new request goes to the idle instance whose cached text shares the longest prefix with
-  the request's prompt, counting only instances that would keep at least half of what they
-  hold (a chat template's opening line is shared by every conversation and must not pull a
-  new one onto a busy conversation's cache); among equals (typically: no such instance) the
-  one idle the longest, which keeps the caches of recently active conversations for their
-  next turn;
+  the request's prompt, counting only prefixes that are at least half of the new prompt or
+  half of what the instance holds (a chat template's opening line is shared by every
+  conversation and must not pull a new one onto another conversation's cache; a long shared
+  system prompt should); among equals (typically: no such instance) the one idle the
+  longest, which keeps the caches of recently active conversations for their next turn;
 - with no instance idle it waits in a FIFO queue of at most `max_waiting` requests (beyond
   that: `Overloaded`, a 503 with Retry-After); a freed instance takes the oldest waiting one.
 
@@ -61,9 +61,10 @@ def shared_prefix(a: str, b: str) -> int:
 
 
 def _reuse(cached: str, task: Task) -> int:
-    """The prefix `task` would reuse from `cached`, or 0 if it would discard most of it."""
+    """The prefix `task` would reuse from `cached`; 0 unless it is at least half of the new
+    prompt or half of what the cache holds (a shared template opening is neither)."""
     shared = shared_prefix(cached, task.prompt)
-    return shared if 2 * shared >= len(cached) else 0
+    return shared if 2 * shared >= min(len(cached), len(task.prompt)) else 0
 
 
 class Dispatcher(Generic[T]):
