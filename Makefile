@@ -7,7 +7,7 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGG
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests $(wildcard benchmarks)
 
-.PHONY: install serve test lint types layers unit fmt clean bench
+.PHONY: install serve test lint types layers unit fmt clean bench bench-gen bench-samplers
 
 install: $(STAMP)
 
@@ -44,6 +44,15 @@ BENCH_ARGS ?=
 bench: install
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Generation through the server against bare llama-cpp-python (benchmarks/README.md).
+# Options: make bench-gen BENCH_ARGS="--quick".
+bench-gen: install
+	$(BIN)/python -m benchmarks.generation $(BENCH_ARGS)
+
+# What each optional sampling step (top_a, logit_bias, logprobs, grammar) costs per token.
+bench-samplers: install
+	$(BIN)/python -m benchmarks.generation.samplers $(BENCH_ARGS)
 
 fmt: install
 	$(BIN)/ruff format $(LINT_PATHS)

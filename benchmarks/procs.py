@@ -23,6 +23,15 @@ class BenchError(Exception):
     """A benchmark step failed; the message says what and where to look."""
 
 
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file, or "" if it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,11 +123,7 @@ class Server:
         return Memory(rss_bytes(worker), sum(rss_bytes(pid) for pid in self.pids))
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:

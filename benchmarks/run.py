@@ -74,7 +74,7 @@ def _parse(argv: list[str] | None) -> tuple[Parameters, argparse.Namespace]:
     return params, args
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -250,7 +250,7 @@ def _document(bench: Bench, params: Parameters, started: datetime) -> dict[str, 
     summary = report.summarize(bench.runs, bench.ttft)
     return {
         "date": started.isoformat(),
-        "machine": _machine(),
+        "machine": machine_info(),
         "parameters": {
             **asdict(params),
             "wrk": "wrk -t1 --latency, post.lua",

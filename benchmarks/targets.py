@@ -38,7 +38,7 @@ class Target:
         return f"http://127.0.0.1:{self.port}/v1/chat/completions"
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
     """This environment without any MODELPORT_* setting of the caller's, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPORT_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -46,10 +46,26 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def create_key(env: dict[str, str], name: str) -> str:
+    """An API key made with the CLI against the data dir and config in `env`."""
+    created = subprocess.run(
+        [sys.executable, "-m", "modelport", "keys", "create", "--name", name],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = created.stdout.strip().splitlines()
+    if created.returncode != 0 or not lines:
+        raise BenchError(f"modelport keys create failed: {created.stderr.strip()}")
+    return lines[-1].strip()
+
+
 def start_mock(work: Path) -> Server:
     port = free_port()
     argv = [sys.executable, "-m", "benchmarks.mock_upstream", "--port", str(port)]
-    server = start("mock", argv, port, _clean_env({}), work, ROOT)
+    server = start("mock", argv, port, clean_env({}), work, ROOT)
     wait_for_port(server)
     wait_until_healthy(server, "/health")
     server.settle_tree()
@@ -62,7 +78,7 @@ def start_bare(work: Path, mock: Server) -> Target:
         *(sys.executable, "-m", "benchmarks.bare_proxy", "--port", str(port)),
         *("--upstream", f"{mock.url}/v1", "--key", BARE_KEY),
     ]
-    server = start("bare", argv, port, _clean_env({}), work, ROOT)
+    server = start("bare", argv, port, clean_env({}), work, ROOT)
     wait_for_port(server)
     return Target("bare", port, BARE_KEY, server)
 
@@ -84,7 +100,7 @@ def _gateway_config(work: Path, mock: Server) -> Path:
 def start_gateway(work: Path, mock: Server) -> Target:
     port = free_port()
     data_dir = work / "gateway-data"
-    env = _clean_env(
+    env = clean_env(
         {
             "MODELPORT_HOST": "127.0.0.1",
             "MODELPORT_PORT": str(port),
@@ -94,18 +110,7 @@ def start_gateway(work: Path, mock: Server) -> Target:
             "MODELPORT_CONFIG": str(_gateway_config(work, mock)),
         }
     )
-    created = subprocess.run(
-        [sys.executable, "-m", "modelport", "keys", "create", "--name", "bench"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = created.stdout.strip().splitlines()
-    if created.returncode != 0 or not lines:
-        raise BenchError(f"modelport keys create failed: {created.stderr.strip()}")
-    key = lines[-1].strip()
+    key = create_key(env, "bench")
     argv = [sys.executable, "-m", "modelport", "serve"]
     server = start("gateway", argv, port, env, work, ROOT)
     wait_for_port(server)
