@@ -123,6 +123,35 @@ def test_parameters_and_unknown_fields_reach_the_upstream(
     assert body["vendor_flag"] == {"x": 1}
 
 
+def test_qwen_recommended_sampling_fills_what_the_client_left_unset(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    # Thinking (the hybrid model's default mode): 0.6 / 0.95 / top_k 20; the client's own
+    # value is kept.
+    client.chat.completions.create(model=QWEN, messages=ask("PARAMS"), top_p=0.5)
+    thinking = upstream.requests[-1].body
+    assert (thinking["temperature"], thinking["top_p"], thinking["top_k"]) == (0.6, 0.5, 20)
+    # Thinking off: Qwen's non-thinking values.
+    client.chat.completions.create(model=QWEN, messages=ask("PARAMS"), reasoning_effort="none")
+    plain = upstream.requests[-1].body
+    assert (plain["temperature"], plain["top_p"], plain["top_k"]) == (0.7, 0.8, 20)
+    # Coder: non-thinking values and a repetition penalty.
+    client.chat.completions.create(model="qwen/qwen3-coder", messages=ask("PARAMS"))
+    coder = upstream.requests[-1].body
+    assert coder["temperature"] == 0.7
+    assert coder["repetition_penalty"] == 1.05
+    # Published on the model list.
+    listed = {m.id: m.model_extra or {} for m in client.models.list()}
+    assert listed[QWEN]["default_parameters"] == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 20,
+        "min_p": 0,
+    }
+    assert listed[QWEN]["default_parameters_by_mode"]["non_thinking"]["temperature"] == 0.7
+    assert listed["qwen/qwen3-235b-a22b-thinking-2507"]["default_parameters"]["top_p"] == 0.95
+
+
 def test_streamed_tool_calls_accumulate_in_the_sdk(
     client: openai.OpenAI, upstream: FakeOpenAIUpstream
 ) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 from modelport.core.money import format_cny, nano_per_token
+from modelport.core.types import ChatRequest, Reasoning
 
 ThinkingMode = Literal["hybrid", "always", "none"]
 ToolFormat = Literal["qwen3_json", "qwen3_coder_xml", "none"]
@@ -88,6 +89,25 @@ class OpenAICompatBackend(
 BackendConfig = LlamaCppBackend | OpenAICompatBackend
 
 
+class SamplingDefaults(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Sampler values a model runs with when the request does not set them."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+
+
+class DefaultParameters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Defaults per mode: a hybrid model samples differently when it thinks and when not."""
+
+    thinking: SamplingDefaults | None = None
+    non_thinking: SamplingDefaults | None = None
+
+
 class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     name: str
@@ -99,6 +119,7 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     supported_parameters: tuple[str, ...] = ()
     backends: tuple[BackendConfig, ...] = ()
     max_output_tokens: int | None = None
+    default_parameters: DefaultParameters = DefaultParameters()
     owned_by: str = "modelport"
     created: int = 0
     hidden: bool = False
@@ -106,6 +127,17 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def configured(self) -> bool:
         return bool(self.backends)
+
+    def thinks(self, reasoning: Reasoning) -> bool:
+        """Whether a request with these reasoning settings runs in thinking mode: always for
+        "always" models, never for "none", and on hybrid models unless turned off."""
+        if self.thinking == "hybrid":
+            return reasoning.enabled is not False and reasoning.effort != "none"
+        return self.thinking == "always"
+
+    def sampling_defaults(self, reasoning: Reasoning) -> SamplingDefaults | None:
+        modes = self.default_parameters
+        return modes.thinking if self.thinks(reasoning) else modes.non_thinking
 
 
 class Catalog:
@@ -161,3 +193,20 @@ def build_catalog(
         merged[model_id] = combined
     cards = tuple(_convert_card(raw, "catalog") for raw in merged.values())
     return Catalog(models=cards)
+
+
+def with_default_sampling(card: ModelCard, request: ChatRequest) -> ChatRequest:
+    """`request` with the card's defaults for its mode filled into the sampler values it left
+    unset (None); what the client set is never changed."""
+    defaults = card.sampling_defaults(request.reasoning)
+    if defaults is None:
+        return request
+    sampling = request.sampling
+    filled = {
+        name: value
+        for name in defaults.__struct_fields__
+        if (value := getattr(defaults, name)) is not None and getattr(sampling, name) is None
+    }
+    if not filled:
+        return request
+    return msgspec.structs.replace(request, sampling=msgspec.structs.replace(sampling, **filled))

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 import msgspec
 
 from modelport.backends.base import Backend, CallContext, Route
-from modelport.core.catalog import Catalog, ModelCard
+from modelport.core.catalog import Catalog, ModelCard, with_default_sampling
 from modelport.core.errors import (
     BackendUnavailable,
     InternalError,
@@ -101,6 +101,7 @@ class InferenceService:
         self._check_supported(card, request)
         if request.model != card.id:
             request = msgspec.structs.replace(request, model=card.id)
+        request = with_default_sampling(card, request)
         ctx = CallContext(request_id(), card, incremental=incremental)
         started = time.monotonic()
         last_error: ModelportError | None = None

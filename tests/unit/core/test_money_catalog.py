@@ -5,10 +5,18 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 
+import msgspec
 import pytest
 
-from modelport.core.catalog import ConfigError, LlamaCppBackend, OpenAICompatBackend, build_catalog
+from modelport.core.catalog import (
+    ConfigError,
+    LlamaCppBackend,
+    OpenAICompatBackend,
+    build_catalog,
+    with_default_sampling,
+)
 from modelport.core.money import format_cny, nano_per_token
+from modelport.core.types import ChatRequest, Message, Reasoning, Sampling, TextPart
 
 SEED_PRICES = {
     "qwen/qwen3-coder": ("0.00375", "0.015", 3750, 15000),
@@ -107,3 +115,26 @@ def test_bad_operator_entries_fail_at_start_up_naming_the_problem(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build_catalog(shipped(), [override])
+
+
+def test_default_sampling_fills_only_unset_values_for_the_mode_in_use() -> None:
+    catalog = build_catalog(shipped())
+    hybrid = catalog.get("qwen/qwen3-8b")
+    thinking_only = catalog.get("qwen/qwen3-235b-a22b-thinking-2507")
+    local = catalog.get("local/smollm2-135m-instruct")
+    assert hybrid is not None and thinking_only is not None and local is not None
+    request = ChatRequest(
+        model="qwen/qwen3-8b",
+        messages=(Message("user", (TextPart("hi"),)),),
+        sampling=Sampling(temperature=0.2),
+    )
+    filled = with_default_sampling(hybrid, request).sampling
+    assert (filled.temperature, filled.top_p, filled.top_k, filled.min_p) == (0.2, 0.95, 20, 0)
+    off = msgspec.structs.replace(request, reasoning=Reasoning(effort="none"))
+    assert with_default_sampling(hybrid, off).sampling.top_p == 0.8
+    disabled = msgspec.structs.replace(request, reasoning=Reasoning(enabled=False))
+    assert with_default_sampling(hybrid, disabled).sampling.top_p == 0.8
+    # A model that always thinks ignores "off"; a model without defaults is left alone.
+    assert with_default_sampling(thinking_only, off).sampling.top_p == 0.95
+    assert with_default_sampling(local, request) is request
+    assert hybrid.thinks(Reasoning()) and not hybrid.thinks(Reasoning(effort="none"))

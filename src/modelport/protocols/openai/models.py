@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from modelport.core.catalog import Catalog, ModelCard
+from modelport.core.catalog import Catalog, ModelCard, SamplingDefaults
+from modelport.core.types import Reasoning
 
 
 def model_object(card: ModelCard) -> dict[str, Any]:
@@ -31,10 +32,25 @@ def model_object(card: ModelCard) -> dict[str, Any]:
             "max_completion_tokens": card.max_output_tokens,
         },
         "supported_parameters": list(card.supported_parameters),
+        # What the model samples with when a request leaves a value unset, OpenRouter-style,
+        # for its default mode; both modes of a hybrid model in default_parameters_by_mode.
+        "default_parameters": _defaults(card.sampling_defaults(Reasoning())),
+        "default_parameters_by_mode": {
+            mode: _defaults(values)
+            for mode, values in (
+                ("thinking", card.default_parameters.thinking),
+                ("non_thinking", card.default_parameters.non_thinking),
+            )
+            if values is not None
+        },
         "thinking": card.thinking,
         "tool_format": card.tool_format,
         "configured": card.configured,
     }
+
+
+def _defaults(values: SamplingDefaults | None) -> dict[str, Any]:
+    return msgspec.to_builtins(values) if values is not None else {}
 
 
 def encode_model_list(catalog: Catalog) -> bytes:
