@@ -17,10 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.support.qwen3_gguf import EOG_IDS, TOKEN_IDS, cached_qwen3_gguf, reference_tokens
+from tests.support.qwen3_gguf import (
+    EOG_IDS,
+    TEMPLATE_PATH,
+    TOKEN_IDS,
+    cached_qwen3_gguf,
+    reference_tokens,
+)
 
 from modelport.backends.base import CallContext
 from modelport.backends.llamacpp import LlamaCppEngine
@@ -378,3 +385,51 @@ def test_think_tags_the_model_emits_are_text(engine: LlamaCppEngine) -> None:
     completion = complete(engine, chat(user("你好"), max_tokens=3, logit_bias=bias))
     assert completion.text == "<think>" * 3
     assert completion.usage.completion_tokens == 3
+
+
+def thinking_2507_engine(qwen3_gguf: Path) -> LlamaCppEngine:
+    """The tiny model behind a template that opens the think block in the prompt, as
+    Qwen3-235B-A22B-Thinking-2507's does, on a card whose model always thinks."""
+    template = TEMPLATE_PATH.read_text(encoding="utf-8") + "{{- '<think>\\n' }}"
+    backend = LlamaCppBackend(path=str(qwen3_gguf), chat_template=template)
+    always = msgspec.structs.replace(card(), thinking="always")
+    return LlamaCppEngine(backend, always, default_threads=1)
+
+
+# Banned so that the random model neither ends the answer nor closes the block by itself.
+NO_END_NO_CLOSE = {**NO_END, TOKEN_IDS["</think>"]: -100.0}
+
+
+@pytest.mark.parametrize("budget", [5, None, 0])
+def test_the_thinking_budget_closes_the_think_block(qwen3_gguf: Path, budget: int | None) -> None:
+    engine = thinking_2507_engine(qwen3_gguf)
+    req = chat(
+        user("Think about it."),
+        max_tokens=20,
+        logit_bias=NO_END_NO_CLOSE,
+        reasoning=Reasoning(max_tokens=budget),
+    )
+
+    async def run() -> list[Event]:
+        await engine.start()
+        try:
+            return await events_of(engine, req)
+        finally:
+            await engine.aclose()
+
+    events = asyncio.run(run())
+    check_stream(events)
+    text = "".join(event.text for event in events if isinstance(event, TextDelta))
+    usage = next(event for event in events if isinstance(event, Usage))
+    assert usage.completion_tokens == 20
+    if budget is None:
+        # No budget: the (banned) closing tag never comes; every token is reasoning.
+        assert "</think>" not in text
+        assert usage.reasoning_tokens == 20
+        return
+    # The engine wrote "\n</think>\n\n" after exactly `budget` tokens of reasoning; the
+    # reasoning count covers those tokens and the tag, the answer goes on after it.
+    assert text.count("\n</think>\n\n") == 1
+    assert usage.reasoning_tokens == budget + 2  # "\n" and "</think>"
+    reasoning_part = text.split("\n</think>\n\n")[0]
+    assert len(reference_tokens(reasoning_part)) <= budget + 1  # token boundaries may merge

@@ -11,7 +11,11 @@ Choices worth knowing:
 - completion_tokens counts every token sampled, the end-of-generation token and the tokens of
   a stop string that was cut from the text included;
 - a request without a seed gets a fresh random one (llama.cpp's default repeats across runs);
-- usage reports the prompt tokens taken from the KV cache as cached_tokens;
+- usage reports the prompt tokens taken from the KV cache as cached_tokens, and the tokens of
+  the think block (tags included) as reasoning_tokens;
+- a thinking budget (core/reasoning.py) is enforced: when the tokens inside the think block
+  reach it, the engine writes "\n</think>\n\n" itself and the model goes on to the answer
+  (those closing tokens count as completion tokens and carry no logprobs);
 - logprobs are the raw model distribution's (before bias, penalties, grammar, temperature and
   truncation); there is one entry per token in the text: none for the end-of-generation token,
   none for tokens that begin inside a stop string that was cut (a token that straddles the cut
@@ -49,6 +53,7 @@ from modelport.backends.llamacpp.worker import (
 from modelport.core.catalog import LlamaCppBackend, ModelCard
 from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
+from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest, ImagePart
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
@@ -141,7 +146,17 @@ class LlamaCppEngine:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 cancel.set()
 
-        job = Job(request=request, prompt=prompt, plan=plan, ctx=ctx, emit=emit, cancel=cancel)
+        job = Job(
+            request=request,
+            prompt=prompt,
+            plan=plan,
+            ctx=ctx,
+            emit=emit,
+            cancel=cancel,
+            think_budget=thinking_budget(self.card, request),
+            # Thinking-2507's template ends the prompt inside an open think block.
+            starts_thinking=prompt.rstrip().endswith("<think>"),
+        )
         self._submit(job)
         try:
             first = await inbox.get()

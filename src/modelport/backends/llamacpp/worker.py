@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +71,11 @@ class ModelInfo:
     # Qwen2/2.5/3 tokenizers apply Unicode NFC before BPE; llama.cpp does not, so the engine
     # normalises the prompt for them (otherwise "e" + U+0301 reaches the model as other tokens).
     nfc: bool = False
+    # Single-token <think> / </think> (Qwen3) and the tokens that close a think block the way
+    # Qwen3's template writes it ("\n</think>\n\n"); None for models without them.
+    think_open: int | None = None
+    think_close: int | None = None
+    think_close_text: tuple[int, ...] = ()
 
 
 # Messages from a worker to the stream that submitted the job, in this order:
@@ -109,6 +114,8 @@ class Job:
     ctx: CallContext
     emit: Callable[[WorkerMessage], None]
     cancel: threading.Event = field(default_factory=threading.Event)
+    think_budget: int | None = None  # reasoning tokens allowed before the block is closed
+    starts_thinking: bool = False  # the prompt ends inside an open think block
 
     def is_cancelled(self) -> bool:
         return self.cancel.is_set()
@@ -198,6 +205,11 @@ class Worker:
                 bos_token=self._special_text(vocab, bos_id),
                 eos_token=self._special_text(vocab, eos_id),
             )
+            think_open = self._single_token(llm, "<think>")
+            think_close = self._single_token(llm, "</think>")
+            close_text: tuple[int, ...] = ()
+            if think_open is not None and think_close is not None:
+                close_text = tuple(llm.tokenize(b"\n</think>\n\n", add_bos=False, special=True))
             info = ModelInfo(
                 # llama.cpp rounds the context up (to a multiple of 256): keep the limit asked for.
                 n_ctx=min(spec.n_ctx, int(llm.n_ctx())),
@@ -206,11 +218,19 @@ class Worker:
                 bos_id=bos_id,
                 add_bos=bool(llm._model.add_bos_token()),
                 nfc=llm.metadata.get("tokenizer.ggml.pre") in _NFC_PRETOKENIZERS,
+                think_open=think_open if close_text else None,
+                think_close=think_close if close_text else None,
+                think_close_text=close_text,
             )
         except BaseException:
             llm.close()
             raise
         return llm, info
+
+    @staticmethod
+    def _single_token(llm: llama_cpp.Llama, text: str) -> int | None:
+        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+        return int(ids[0]) if len(ids) == 1 else None
 
     @staticmethod
     def _special_text(vocab: Any, token: int) -> str:
@@ -274,16 +294,23 @@ class Worker:
         generated = 0
         output = bytearray()  # what the KV cache holds after the prompt, for the dispatcher
         finish: tuple[FinishReason, str] | None = None
-        tokens_out = llm.generate(
-            tokens,
-            logits_processor=llama_cpp.LogitsProcessorList(processors) if processors else None,
-            grammar=grammar,
-            **plan.generate_kwargs(),
-        )
+        thinking = ThinkTracker(info, job.starts_thinking, job.think_budget)
+
+        def sample(sequence: list[int]) -> Generator[int, Any, None]:
+            return llm.generate(
+                sequence,
+                logits_processor=llama_cpp.LogitsProcessorList(processors) if processors else None,
+                grammar=grammar,
+                **plan.generate_kwargs(),
+            )
+
+        tokens_out = self._with_budget(sample, tokens, thinking, info)
         try:
-            for token in tokens_out:
+            for token, forced in tokens_out:
                 generated += 1
-                job.ctx.usage = Usage(n_prompt, generated, cached_tokens=cached)
+                job.ctx.usage = Usage(
+                    n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached
+                )
                 if job.cancel.is_set() or self._stopping.is_set():
                     break
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -294,7 +321,7 @@ class Worker:
                 output += piece
                 text = assembler.feed(piece)
                 entries: tuple[TokenLogprob, ...] = ()
-                if scorer is not None and aligner is not None:
+                if scorer is not None and aligner is not None and not forced:
                     # Until the next eval, llama.cpp's last logits row is the one this token
                     # was sampled from (samplers work on a copy, so it is still raw).
                     entry = scorer.entry(self._last_logits(llm, info.n_vocab), token, top_k)
@@ -326,7 +353,39 @@ class Worker:
         rest = aligner.finish(assembler.released) if aligner is not None else ()
         if tail or rest:
             job.emit(Piece(tail, rest))
-        job.emit(Done(Usage(n_prompt, generated, cached_tokens=cached), finish[0], finish[1]))
+        usage = Usage(n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached)
+        job.emit(Done(usage, finish[0], finish[1]))
+
+    @staticmethod
+    def _with_budget(
+        sample: Callable[[list[int]], Generator[int, Any, None]],
+        prompt: list[int],
+        thinking: ThinkTracker,
+        info: ModelInfo,
+    ) -> Generator[tuple[int, bool], None, None]:
+        """The tokens of the answer as (token, forced) pairs. When the thinking budget is
+        spent inside a think block, the block is closed by writing Qwen's closing tokens
+        (forced=True) and sampling goes on from there: llama.cpp reuses the KV cache, so only
+        the closing tokens are evaluated anew."""
+        history = list(prompt)
+        while True:
+            if thinking.must_close():
+                for token in info.think_close_text:
+                    thinking.observe(token)
+                    history.append(token)
+                    yield token, True
+            tokens = sample(history)
+            try:
+                for token in tokens:
+                    thinking.observe(token)
+                    history.append(token)
+                    yield token, False
+                    if thinking.must_close():
+                        break
+                else:
+                    return
+            finally:
+                tokens.close()
 
     @staticmethod
     def _reusable_prefix(llm: llama_cpp.Llama, tokens: list[int]) -> int:
@@ -377,3 +436,32 @@ class Worker:
             )
         llama_cpp.llama_sampler_free(probe)
         return LlamaGrammar.from_string(gbnf)
+
+
+class ThinkTracker:
+    """Follows the think block through the generated tokens: counts reasoning tokens (the
+    block's tokens, its tags included) and says when the budget (tokens inside the block,
+    tags excluded) is spent."""
+
+    def __init__(self, info: ModelInfo, inside: bool, budget: int | None) -> None:
+        self._open = info.think_open
+        self._close = info.think_close
+        self.inside = inside and self._close is not None
+        self._budget = budget if self._close is not None else None
+        self._spent = 0
+        self.reasoning_tokens = 0
+
+    def observe(self, token: int) -> None:
+        if not self.inside:
+            if token == self._open and self._open is not None:
+                self.inside = True
+                self.reasoning_tokens += 1
+            return
+        self.reasoning_tokens += 1
+        if token == self._close:
+            self.inside = False
+        else:
+            self._spent += 1
+
+    def must_close(self) -> bool:
+        return self.inside and self._budget is not None and self._spent >= self._budget
