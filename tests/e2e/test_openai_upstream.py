@@ -140,6 +140,12 @@ def test_qwen_recommended_sampling_fills_what_the_client_left_unset(
     coder = upstream.requests[-1].body
     assert coder["temperature"] == 0.7
     assert coder["repetition_penalty"] == 1.05
+    # An effort becomes vLLM's thinking budget: 0.2 x 10000 tokens.
+    client.chat.completions.create(
+        model=QWEN, messages=ask("PARAMS"), reasoning_effort="low", max_tokens=10_000
+    )
+    assert upstream.requests[-1].body["thinking_token_budget"] == 2000
+    assert "thinking_token_budget" not in plain
     # Published on the model list.
     listed = {m.id: m.model_extra or {} for m in client.models.list()}
     assert listed[QWEN]["default_parameters"] == {

@@ -22,6 +22,7 @@ from modelport.backends.base import CallContext
 from modelport.core.catalog import ModelCard, OpenAICompatBackend
 from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
 from modelport.core.events import Event, Start
+from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest
 from modelport.protocols.openai.dialects import DIALECTS
 from modelport.protocols.openai.sse import SSEParser
@@ -107,6 +108,8 @@ class OpenAICompatEngine:
             rules=self._rules,
             context_length=self.card.context_length,
             stream=ctx.incremental,
+            thinking_budget=thinking_budget(self.card, request),
+            thinking_off=self.card.thinking == "hybrid" and not self.card.thinks(request.reasoning),
         )
         try:
             response = await self._post(encode_request_body(body))

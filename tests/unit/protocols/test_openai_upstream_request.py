@@ -335,3 +335,46 @@ def test_the_dialect_table_in_the_docs_matches_the_code() -> None:
             ", ".join(sampling) or "none",
         ]
     assert _documented_dialects() == expected
+
+
+# --------------------------------------------------------------------------- thinking
+
+
+@pytest.mark.parametrize(
+    ("dialect", "where"),
+    [
+        ("vllm", ("thinking_token_budget",)),
+        ("sglang", ("custom_params", "thinking_budget")),
+        ("llamacpp_server", ("thinking_budget_tokens",)),
+    ],
+)
+def test_the_thinking_budget_goes_where_each_engine_reads_it(
+    dialect: str, where: tuple[str, ...]
+) -> None:
+    body: Any = body_for(
+        ChatRequest(model="m", messages=(user("hi"),)), dialect, thinking_budget=300
+    )
+    for key in where:
+        body = body[key]
+    assert body == 300
+
+
+@pytest.mark.parametrize("dialect", ["generic", "raw", "ollama"])
+def test_engines_without_a_budget_field_get_none(dialect: str) -> None:
+    body = body_for(ChatRequest(model="m", messages=(user("hi"),)), dialect, thinking_budget=300)
+    assert "300" not in json.dumps(body)
+
+
+def test_ollama_gets_the_no_think_soft_switch_in_the_last_user_message() -> None:
+    request = ChatRequest(
+        model="m",
+        messages=(user("first"), Message("assistant", (TextPart("ok"),)), user("second")),
+        reasoning=Reasoning(effort="none"),
+    )
+    body = body_for(request, "ollama", thinking_off=True)
+    assert [m["content"] for m in body["messages"]] == ["first", "ok", "second /no_think"]
+    assert "chat_template_kwargs" not in body
+    # Other engines take the template switch instead and their messages stay as written.
+    vllm = body_for(request, "vllm", thinking_off=True)
+    assert vllm["messages"][-1]["content"] == "second"
+    assert vllm["chat_template_kwargs"] == {"enable_thinking": False}

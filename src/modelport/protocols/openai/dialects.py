@@ -33,6 +33,12 @@ class DialectRules:
     # Whether request.reasoning.enabled becomes `chat_template_kwargs.enable_thinking` (the Qwen3
     # switch) when the client did not set that key itself.
     thinking_switch: bool = True
+    # Where the engine reads a per-request thinking budget in tokens (a path of keys in the
+    # body), or None when it has none: the budget is then not enforced upstream.
+    budget_path: tuple[str, ...] | None = None
+    # Whether thinking is turned off with Qwen's "/no_think" soft switch in the last user
+    # message (for engines that drop chat_template_kwargs).
+    soft_switch: bool = False
     # Non-OpenAI sampling keys the upstream understands, mapped to its own name for them.
     # A key missing here is not sent.
     sampling_names: Mapping[str, str] = field(
@@ -51,17 +57,22 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
         "generic": DialectRules(),
         # vLLM ignores top_a (it logs the unknown field); leaving it out keeps its logs clean.
         "vllm": DialectRules(
+            # vLLM's thinking budget (needs the server's --reasoning-config / reasoning parser).
+            budget_path=("thinking_token_budget",),
             sampling_names=_names(
                 top_k="top_k", min_p="min_p", repetition_penalty="repetition_penalty"
             ),
         ),
         "sglang": DialectRules(
+            # Enforced exactly with the server's --enable-strict-thinking.
+            budget_path=("custom_params", "thinking_budget"),
             sampling_names=_names(
                 top_k="top_k", min_p="min_p", repetition_penalty="repetition_penalty"
             ),
         ),
         # llama.cpp's server calls the repetition penalty `repeat_penalty`.
         "llamacpp_server": DialectRules(
+            budget_path=("thinking_budget_tokens",),
             sampling_names=_names(
                 top_k="top_k", min_p="min_p", repetition_penalty="repeat_penalty"
             ),
@@ -72,6 +83,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
             reasoning_field="reasoning",
             chat_template_kwargs=False,
             thinking_switch=False,
+            soft_switch=True,
             sampling_names=_names(),
         ),
         # A strict OpenAI-API upstream (OpenAI itself answers 400 to fields it does not know):

@@ -26,12 +26,16 @@ def build_request_body(
     rules: DialectRules,
     context_length: int | None = None,
     stream: bool = True,
+    thinking_budget: int | None = None,
+    thinking_off: bool = False,
 ) -> dict[str, Any]:
     """The JSON body for POST /chat/completions. A stream always asks for a usage chunk; a
     whole answer (`stream=False`, for clients that read only the whole) carries usage anyway.
 
     Only fields the request sets are sent (an explicit 0 is set); `extensions` fill in keys the
-    gateway did not set itself and never override them.
+    gateway did not set itself and never override them. `thinking_budget` goes where the
+    dialect's engine reads one; `thinking_off` (a hybrid model asked not to think) becomes the
+    "/no_think" soft switch on dialects that need it.
     """
     body: dict[str, Any] = {
         "model": model,
@@ -79,9 +83,29 @@ def build_request_body(
             template_kwargs.setdefault("enable_thinking", enabled)
         if template_kwargs:
             body["chat_template_kwargs"] = template_kwargs
+    if thinking_budget is not None and rules.budget_path:
+        *parents, last = rules.budget_path
+        target = body
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = thinking_budget
+    if thinking_off and rules.soft_switch:
+        _append_to_last_user_message(body["messages"], " /no_think")
     for key, value in request.extensions.items():
         body.setdefault(key, value)
     return body
+
+
+def _append_to_last_user_message(messages: list[dict[str, Any]], suffix: str) -> None:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            message["content"] = [*content, {"type": "text", "text": suffix.lstrip()}]
+        else:
+            message["content"] = (content or "") + suffix
+        return
 
 
 def encode_request_body(body: dict[str, Any]) -> bytes:
