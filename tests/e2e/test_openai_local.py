@@ -158,6 +158,28 @@ def test_bare_model_name_resolves(client: openai.OpenAI) -> None:
     assert response.model == LOCAL
 
 
+def test_verbosity_changes_how_long_answers_are(client: openai.OpenAI) -> None:
+    # The instruction asks for a length; even the tiny local model follows it on the whole.
+    questions = ("Why is the sky blue?", "How do plants make food?", "What is a computer?")
+
+    def total(verbosity: str) -> int:
+        count = 0
+        for question in questions:
+            response = client.chat.completions.create(
+                model=LOCAL,
+                messages=[{"role": "user", "content": question}],
+                temperature=0,
+                max_tokens=200,
+                extra_body={"verbosity": verbosity},
+            )
+            assert response.usage is not None
+            count += response.usage.completion_tokens
+        return count
+
+    low, high = total("low"), total("high")
+    assert low < high, (low, high)
+
+
 class City(pydantic.BaseModel):
     name: str = pydantic.Field(max_length=30)
     country: str = pydantic.Field(max_length=30)

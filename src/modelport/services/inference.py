@@ -37,6 +37,7 @@ from modelport.core.events import (
 )
 from modelport.core.ids import request_id
 from modelport.core.types import ChatRequest
+from modelport.core.verbosity import apply_verbosity
 from modelport.services.catalog import resolve_model
 from modelport.services.keys import Principal
 
@@ -101,7 +102,7 @@ class InferenceService:
         self._check_supported(card, request)
         if request.model != card.id:
             request = msgspec.structs.replace(request, model=card.id)
-        request = with_default_sampling(card, request)
+        request = apply_verbosity(with_default_sampling(card, request))
         ctx = CallContext(request_id(), card, incremental=incremental)
         started = time.monotonic()
         last_error: ModelportError | None = None
