@@ -97,6 +97,13 @@ class UpstreamError(ModelportError):
     code = "upstream_error"
 
 
+class MalformedModelOutput(UpstreamError):
+    """The model started a tool call it did not finish correctly (bad JSON, an unknown
+    function, cut off): reported, never passed off as text."""
+
+    code = "malformed_tool_call"
+
+
 class Overloaded(ModelportError):
     status = 503
     type = "overloaded_error"

@@ -33,7 +33,7 @@ from modelport.backends.base import CallContext
 from modelport.backends.llamacpp import LlamaCppEngine
 from modelport.core.catalog import LlamaCppBackend, ModelCard
 from modelport.core.collect import Completion, collect
-from modelport.core.events import Event, Stop, TextDelta, Usage
+from modelport.core.events import Event, ReasoningDelta, Stop, TextDelta, Usage
 from modelport.core.invariants import check_stream
 from modelport.core.types import (
     ChatRequest,
@@ -378,13 +378,20 @@ def test_end_of_turn_token_stops_generation(engine: LlamaCppEngine) -> None:
     assert completion.usage.completion_tokens == 1  # the end-of-turn token is counted
 
 
-def test_think_tags_the_model_emits_are_text(engine: LlamaCppEngine) -> None:
-    # <think> is a user-defined token, not a control token: what the model writes with it must
-    # reach the client (and the reasoning parser) as text, unlike <|im_end|>.
+def test_a_think_block_the_model_opens_is_reasoning_and_counted(engine: LlamaCppEngine) -> None:
+    # <think> is a user-defined token, not a control token: the model's own <think> reaches the
+    # reasoning parser, which opens the reasoning block with it (the tag itself is not shown;
+    # later tags inside the block are reasoning text). Cut off by max_tokens, the unclosed
+    # block stays reasoning, never answer text.
     bias = {**NO_END, TOKEN_IDS["<think>"]: 100.0}
     completion = complete(engine, chat(user("你好"), max_tokens=3, logit_bias=bias))
-    assert completion.text == "<think>" * 3
-    assert completion.usage.completion_tokens == 3
+    assert completion.reasoning == "<think>" * 2
+    assert completion.text is None
+    assert completion.finish_reason == "length"
+    assert completion.usage.completion_tokens == completion.usage.reasoning_tokens == 3
+    # With thinking turned off the same tags are plain answer text.
+    off = chat(user("你好"), max_tokens=3, logit_bias=bias, reasoning=Reasoning(enabled=False))
+    assert complete(engine, off).text == "<think>" * 3
 
 
 def thinking_2507_engine(qwen3_gguf: Path) -> LlamaCppEngine:
@@ -419,17 +426,23 @@ def test_the_thinking_budget_closes_the_think_block(qwen3_gguf: Path, budget: in
 
     events = asyncio.run(run())
     check_stream(events)
+    reasoning = "".join(event.text for event in events if isinstance(event, ReasoningDelta))
     text = "".join(event.text for event in events if isinstance(event, TextDelta))
     usage = next(event for event in events if isinstance(event, Usage))
     assert usage.completion_tokens == 20
     if budget is None:
-        # No budget: the (banned) closing tag never comes; every token is reasoning.
-        assert "</think>" not in text
+        # No budget: the (banned) closing tag never comes; every token is reasoning and the
+        # answer never starts.
+        assert reasoning and not text
         assert usage.reasoning_tokens == 20
         return
-    # The engine wrote "\n</think>\n\n" after exactly `budget` tokens of reasoning; the
-    # reasoning count covers those tokens and the tag, the answer goes on after it.
-    assert text.count("\n</think>\n\n") == 1
-    assert usage.reasoning_tokens == budget + 2  # "\n" and "</think>"
-    reasoning_part = text.split("\n</think>\n\n")[0]
-    assert len(reference_tokens(reasoning_part)) <= budget + 1  # token boundaries may merge
+    # The engine closed the block after exactly `budget` tokens of reasoning; the reasoning
+    # count covers those tokens, "\n" and "</think>"; the answer follows as text.
+    assert usage.reasoning_tokens == budget + 2
+    assert text
+    assert "</think>" not in reasoning + text
+    assert len(reference_tokens(reasoning)) <= budget + 1  # token boundaries may merge
+    # All reasoning comes before the answer.
+    said = [i for i, event in enumerate(events) if isinstance(event, ReasoningDelta)]
+    answered = [i for i, event in enumerate(events) if isinstance(event, TextDelta)]
+    assert not said or max(said) < min(answered)

@@ -314,7 +314,7 @@ def _documented_dialects() -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("| `") and len(cells) == 4:
+        if line.startswith("| `") and len(cells) == 6:
             rows[cells[0].strip("`")] = cells[1:]
     return rows
 
@@ -329,12 +329,21 @@ def test_the_dialect_table_in_the_docs_matches_the_code() -> None:
             f"`{key}`" if wire == key else f"`{key}` as `{wire}`"
             for key, wire in rules.sampling_names.items()
         ]
+        if rules.soft_switch:
+            off = "`/no_think` appended to the last user message"
+        else:
+            off = "`enable_thinking: false`" if rules.thinking_switch else "not sent"
         expected[name] = [
             f"`{field}`" if field else "not sent (dropped from the history)",
             "yes" if rules.chat_template_kwargs else "no",
             ", ".join(sampling) or "none",
+            f"`{'.'.join(rules.budget_path)}`" if rules.budget_path else "not sent",
+            off,
         ]
-    assert _documented_dialects() == expected
+    documented = _documented_dialects()
+    for row in documented.values():
+        row[3] = row[3].split(" (", 1)[0]  # the budget cell may end with a note in brackets
+    assert documented == expected
 
 
 # --------------------------------------------------------------------------- thinking

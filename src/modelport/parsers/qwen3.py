@@ -1,0 +1,145 @@
+"""Qwen3 output → canonical events: the think splitter and a tool-call parser, composed.
+
+`Qwen3OutputParser` is what a backend feeds with the model's raw text. It returns the deltas
+of `core.events` (never `Start`, `Usage` or `Stop`: those belong to the backend) with content
+block indices 0, 1, 2, … in order: a new block whenever the kind changes (reasoning, text, tool
+call) and for every call. `finish` adds a `Qwen3Summary` from which the backend picks the
+finish reason. Pure: imports only `modelport.core`, the standard library and sibling parsers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from modelport.core.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
+from modelport.core.ids import tool_call_id
+from modelport.core.types import FinishReason
+from modelport.parsers.base import (
+    CallArguments,
+    CallEnd,
+    CallStart,
+    Content,
+    ContentParser,
+    Malformed,
+    Piece,
+    Reasoning,
+)
+from modelport.parsers.qwen3_json import Qwen3JsonToolParser
+from modelport.parsers.think import ThinkMode, ThinkParser
+
+
+@dataclass(frozen=True)
+class Qwen3Summary:
+    """What the finished output held, for choosing the finish reason.
+
+    `saw_tool_calls` counts only calls that closed properly (`CallEnd`); a call cut off or
+    broken is in `malformed`. `think_closed` is False when the output ended inside reasoning."""
+
+    saw_tool_calls: bool
+    think_closed: bool
+    malformed: tuple[Malformed, ...]
+
+    def finish_reason(self, engine_reason: FinishReason) -> FinishReason:
+        """The finish reason to report, given the engine's ("stop" or "length").
+
+        A length cut wins (the answer, or a call, is incomplete even if earlier calls closed);
+        otherwise honoured calls mean "tool_calls"."""
+        if engine_reason == "stop" and self.saw_tool_calls:
+            return "tool_calls"
+        return engine_reason
+
+
+_Kind = Literal["reasoning", "text", "call"]
+
+
+class Qwen3OutputParser:
+    """Raw Qwen3 text in, numbered canonical deltas out.
+
+    `content_parser` is "json" (the default: Qwen3's `<tool_call>` JSON, restricted to
+    `tool_names` when given), any `ContentParser` (Qwen3-Coder's XML one), or None for a
+    request without tools, where everything after reasoning is text."""
+
+    def __init__(
+        self,
+        *,
+        think_mode: ThinkMode = "open",
+        content_parser: ContentParser | Literal["json"] | None = "json",
+        tool_names: set[str] | None = None,
+    ) -> None:
+        self._think = ThinkParser(think_mode)
+        self._content: ContentParser | None = (
+            Qwen3JsonToolParser(tool_names) if isinstance(content_parser, str) else content_parser
+        )
+        self._index = -1
+        self._kind: _Kind | None = None  # the open block's kind; None after a call ended
+        self._saw_tool_calls = False
+        self._malformed: list[Malformed] = []
+
+    def feed(self, text: str) -> list[Event]:
+        return self._events(self._route(self._think.feed(text)))
+
+    def finish(self) -> tuple[list[Event], Qwen3Summary]:
+        pieces = self._route(self._think.finish())
+        if self._content is not None:
+            pieces += self._content.finish()
+        events = self._events(pieces)
+        summary = Qwen3Summary(
+            saw_tool_calls=self._saw_tool_calls,
+            think_closed=self._think.think_closed,
+            malformed=tuple(self._malformed),
+        )
+        return events, summary
+
+    def _route(self, pieces: list[Reasoning | Content]) -> list[Piece]:
+        routed: list[Piece] = []
+        for piece in pieces:
+            if isinstance(piece, Content) and self._content is not None:
+                routed += self._content.feed(piece.text)
+            else:
+                routed.append(piece)
+        return routed
+
+    def _events(self, pieces: list[Piece]) -> list[Event]:
+        events: list[Event] = []
+        for piece in _merged(pieces):
+            if isinstance(piece, Reasoning):
+                events.append(ReasoningDelta(self._block("reasoning"), piece.text))
+            elif isinstance(piece, Content):
+                events.append(TextDelta(self._block("text"), piece.text))
+            elif isinstance(piece, CallStart):
+                self._kind = None  # every call is a block of its own
+                events.append(ToolCallStart(self._block("call"), tool_call_id(), piece.name))
+            elif isinstance(piece, CallArguments):
+                if self._kind == "call":
+                    events.append(ToolCallDelta(self._index, piece.fragment))
+            elif isinstance(piece, CallEnd):
+                self._kind = None
+                self._saw_tool_calls = True
+            else:
+                if self._kind == "call":
+                    self._kind = None  # the broken call gets no more deltas
+                self._malformed.append(piece)
+        return events
+
+    def _block(self, kind: _Kind) -> int:
+        if self._kind != kind:
+            self._index += 1
+            self._kind = kind
+        return self._index
+
+
+def _merged(pieces: list[Piece]) -> list[Piece]:
+    """Adjacent reasoning, text or argument pieces joined, so one feed gives one delta each."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        last = merged[-1] if merged else None
+        if isinstance(piece, Reasoning) and isinstance(last, Reasoning):
+            merged[-1] = Reasoning(last.text + piece.text)
+        elif isinstance(piece, Content) and isinstance(last, Content):
+            merged[-1] = Content(last.text + piece.text)
+        elif isinstance(piece, CallArguments) and isinstance(last, CallArguments):
+            merged[-1] = CallArguments(last.fragment + piece.fragment)
+        else:
+            merged.append(piece)
+    return merged
