@@ -24,6 +24,7 @@ from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
 from modelport.core.events import Event, Start
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest
+from modelport.parsers.relay import ParsedRelay, output_parser_for
 from modelport.protocols.openai.dialects import DIALECTS
 from modelport.protocols.openai.sse import SSEParser
 from modelport.protocols.openai.upstream_errors import error_for_status
@@ -94,12 +95,23 @@ class OpenAICompatEngine:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+    def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         """Events for one completion; raises `core.errors` types (before or after `Start`).
 
         Closing the generator early closes the upstream response, so the upstream sees the
-        disconnect and stops generating.
+        disconnect and stops generating. With `parse_output`, the upstream's text is the
+        model's raw output and goes through modelport's Qwen3 parsers.
         """
+        parser = (
+            output_parser_for(self.card, request, preopened=self.card.thinking == "always")
+            if self.config.parse_output
+            else None
+        )
+        if parser is None:
+            return self._stream(request, ctx)  # no extra generator hop on the hot path
+        return _parsed(self._stream(request, ctx), ParsedRelay(parser))
+
+    async def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer
         # packets and less parsing than a stream, and the same events come out.
         body = build_request_body(
@@ -258,3 +270,12 @@ class OpenAICompatEngine:
             exc.message = exc.message.replace(self._secret, "***")
             exc.args = (exc.message,)
         return exc
+
+
+async def _parsed(
+    events: AsyncGenerator[Event, None], relay: ParsedRelay
+) -> AsyncGenerator[Event, None]:
+    async with aclosing(events):
+        async for event in events:
+            for parsed in relay.feed(event):
+                yield parsed

@@ -81,6 +81,9 @@ class OpenAICompatBackend(
     read_timeout: float | None = None
     connect_timeout: float = 10.0
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # The upstream returns the model's raw text (no reasoning or tool-call parser on its side,
+    # e.g. vLLM without --reasoning-parser): modelport parses <think> and tool calls itself.
+    parse_output: bool = False
     name: str | None = None
     priority: int = 0
     weight: int = 1

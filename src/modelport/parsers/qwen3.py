@@ -75,9 +75,28 @@ class Qwen3OutputParser:
         self._kind: _Kind | None = None  # the open block's kind; None after a call ended
         self._saw_tool_calls = False
         self._malformed: list[Malformed] = []
+        self._external: dict[int, int] = {}  # upstream call index -> our block index
 
     def feed(self, text: str) -> list[Event]:
         return self._events(self._route(self._think.feed(text)))
+
+    def feed_reasoning(self, text: str) -> list[Event]:
+        """Reasoning an upstream already separated (it arrives outside the text channel)."""
+        return self._events([Reasoning(text)])
+
+    def feed_external_call(self, event: ToolCallStart | ToolCallDelta) -> list[Event]:
+        """A tool call an upstream already parsed: renumbered into this parser's blocks.
+        Upstreams number their calls 0, 1, …; each start opens a block of ours."""
+        if isinstance(event, ToolCallStart):
+            self._kind = None
+            index = self._block("call")
+            self._external[event.index] = index
+            self._saw_tool_calls = True
+            return [ToolCallStart(index, event.id, event.name)]
+        block = self._external.get(event.index)
+        if block is None or block != self._index:
+            return []  # a delta for a call that is no longer the open block
+        return [ToolCallDelta(block, event.arguments)]
 
     def finish(self) -> tuple[list[Event], Qwen3Summary]:
         pieces = self._route(self._think.finish())

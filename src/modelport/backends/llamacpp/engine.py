@@ -29,7 +29,7 @@ import threading
 import unicodedata
 from collections.abc import AsyncGenerator
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from modelport.backends.base import CallContext
 from modelport.backends.llamacpp.dispatch import Dispatcher
@@ -51,19 +51,11 @@ from modelport.backends.llamacpp.worker import (
     WorkerMessage,
 )
 from modelport.core.catalog import LlamaCppBackend, ModelCard
-from modelport.core.errors import (
-    BackendUnavailable,
-    InvalidRequest,
-    MalformedModelOutput,
-    Overloaded,
-)
+from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest, ImagePart
-from modelport.parsers.base import ContentParser
-from modelport.parsers.qwen3 import Qwen3OutputParser
-from modelport.parsers.qwen3_coder_xml import Qwen3CoderXmlToolParser
-from modelport.parsers.think import ThinkMode
+from modelport.parsers.relay import malformed_error, output_parser_for
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 _RETRY_AFTER_S = 3.0
@@ -172,7 +164,7 @@ class LlamaCppEngine:
             if isinstance(first, Failed):
                 raise first.error
             yield Start(model=self.card.id, backend=self.name)
-            parser = self._output_parser(request, job.starts_thinking)
+            parser = output_parser_for(self.card, request, preopened=job.starts_thinking)
             while True:
                 message = await inbox.get()
                 if isinstance(message, Piece):
@@ -195,15 +187,10 @@ class LlamaCppEngine:
                         events, summary = parser.finish()
                         for event in events:
                             yield event
-                        if summary.malformed:
+                        error = malformed_error(summary)
+                        if error is not None:
                             yield message.usage
-                            bad = summary.malformed[0]
-                            yield Error(
-                                MalformedModelOutput(
-                                    f"The model wrote a tool call that cannot be used "
-                                    f"({bad.reason}): {bad.raw[:200]!r}"
-                                )
-                            )
+                            yield Error(error)
                             return
                         finish = summary.finish_reason(finish)
                     yield message.usage
@@ -216,30 +203,6 @@ class LlamaCppEngine:
             # Whether finished, failed, closed or cancelled: the worker stops at the next token
             # (or skips the job if it is still queued).
             cancel.set()
-
-    def _output_parser(
-        self, request: ChatRequest, starts_thinking: bool
-    ) -> Qwen3OutputParser | None:
-        """The parser that splits this model's output into reasoning, text and tool calls, or
-        None for a model that writes plain text (thinking "none", no tool format in use)."""
-        card = self.card
-        tools_in_use = bool(request.tools) and request.tool_choice.mode != "none"
-        content: ContentParser | Literal["json"] | None = None
-        if tools_in_use and card.tool_format == "qwen3_json":
-            content = "json"
-        elif tools_in_use and card.tool_format == "qwen3_coder_xml":
-            content = Qwen3CoderXmlToolParser(
-                {tool.name: tool.parameters for tool in request.tools}
-            )
-        if card.thinking == "none" and content is None:
-            return None
-        mode: ThinkMode
-        if card.thinking == "none" or not card.thinks(request.reasoning):
-            mode = "off"
-        else:
-            mode = "preopened" if starts_thinking else "open"
-        names = {tool.name for tool in request.tools}
-        return Qwen3OutputParser(think_mode=mode, content_parser=content, tool_names=names)
 
     def _submit(self, job: Job) -> None:
         if self._stopping.is_set() or self._dispatcher is None:

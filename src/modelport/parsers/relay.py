@@ -1,0 +1,100 @@
+"""Choosing the output parser for a request, and running a backend's event stream through it.
+
+`output_parser_for` decides from the model card and the request: Qwen3's think splitter in the
+mode the request runs in, and the tool-call parser for the card's tool format when the request
+offers tools. `ParsedRelay` applies it to a stream of canonical events whose text is the
+model's raw output (the local engine's, or an upstream server started without reasoning and
+tool parsers): text is parsed, reasoning and tool calls an upstream did separate are
+renumbered into the same blocks, and the finish reason follows what was found. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from modelport.core.catalog import ModelCard
+from modelport.core.errors import MalformedModelOutput
+from modelport.core.events import (
+    Error,
+    Event,
+    Logprobs,
+    ReasoningDelta,
+    Stop,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+from modelport.core.types import ChatRequest
+from modelport.parsers.base import ContentParser
+from modelport.parsers.qwen3 import Qwen3OutputParser, Qwen3Summary
+from modelport.parsers.qwen3_coder_xml import Qwen3CoderXmlToolParser
+from modelport.parsers.think import ThinkMode
+
+
+def output_parser_for(
+    card: ModelCard, request: ChatRequest, *, preopened: bool
+) -> Qwen3OutputParser | None:
+    """The parser for this model's output, or None for plain text (a model that does not
+    think and no tool format in use). `preopened`: the prompt ends inside a think block."""
+    tools_in_use = bool(request.tools) and request.tool_choice.mode != "none"
+    content: ContentParser | Literal["json"] | None = None
+    if tools_in_use and card.tool_format == "qwen3_json":
+        content = "json"
+    elif tools_in_use and card.tool_format == "qwen3_coder_xml":
+        content = Qwen3CoderXmlToolParser({tool.name: tool.parameters for tool in request.tools})
+    if card.thinking == "none" and content is None:
+        return None
+    mode: ThinkMode
+    if card.thinking == "none" or not card.thinks(request.reasoning):
+        mode = "off"
+    else:
+        mode = "preopened" if preopened else "open"
+    names = {tool.name for tool in request.tools}
+    return Qwen3OutputParser(think_mode=mode, content_parser=content, tool_names=names)
+
+
+def malformed_error(summary: Qwen3Summary) -> MalformedModelOutput | None:
+    if not summary.malformed:
+        return None
+    bad = summary.malformed[0]
+    return MalformedModelOutput(
+        f"The model wrote a tool call that cannot be used ({bad.reason}): {bad.raw[:200]!r}"
+    )
+
+
+class ParsedRelay:
+    """Canonical events with raw model text in, parsed events out (one event at a time)."""
+
+    def __init__(self, parser: Qwen3OutputParser) -> None:
+        self._parser = parser
+        self._usage: Usage | None = None
+
+    def feed(self, event: Event) -> list[Event]:
+        parser = self._parser
+        if isinstance(event, TextDelta):
+            return parser.feed(event.text)
+        if isinstance(event, ReasoningDelta):
+            return parser.feed_reasoning(event.text)
+        if isinstance(event, ToolCallStart | ToolCallDelta):
+            return parser.feed_external_call(event)
+        if isinstance(event, Logprobs):
+            return []  # token entries no longer line up with the parsed blocks
+        if isinstance(event, Usage):
+            self._usage = event  # held: the parser may still flush deltas at the end
+            return []
+        if isinstance(event, Stop):
+            events, summary = parser.finish()
+            events += self._held_usage()
+            error = malformed_error(summary)
+            if error is not None:
+                return [*events, Error(error)]
+            finish = summary.finish_reason(event.finish_reason)
+            return [*events, Stop(finish, event.native_finish_reason)]
+        if isinstance(event, Error):
+            return [*self._held_usage(), event]
+        return [event]
+
+    def _held_usage(self) -> list[Event]:
+        usage, self._usage = self._usage, None
+        return [usage] if usage is not None else []

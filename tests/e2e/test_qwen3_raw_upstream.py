@@ -1,0 +1,214 @@
+"""Qwen3 models behind upstreams that return the model's raw text (no reasoning or tool-call
+parser on their side, `parse_output = true`): modelport's parsers turn it into reasoning,
+answers and tool calls. A scripted upstream replays real Qwen3 output shapes over real HTTP,
+split at awkward places; the official OpenAI SDK reads the result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from tests.e2e.server import RunningServer
+from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
+
+pytestmark = pytest.mark.e2e
+
+HYBRID = "qwen/qwen3-8b"
+THINKING = "qwen/qwen3-235b-a22b-thinking-2507"
+CODER = "qwen/qwen3-coder"
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAIUpstream]:
+    fake = FakeOpenAIUpstream(models=("Qwen/Qwen3",))
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+@pytest.fixture(scope="module")
+def client(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAIUpstream
+) -> Iterator[openai.OpenAI]:
+    data_dir: Path = tmp_path_factory.mktemp("raw-gateway")
+    config = data_dir / "modelport.toml"
+    config.write_text(
+        "\n".join(
+            f"""
+[[models]]
+id = "{model}"
+  [[models.backends]]
+  kind = "openai_compat"
+  url = "{upstream.base_url}"
+  dialect = "vllm"
+  parse_output = true
+"""
+            for model in (HYBRID, THINKING, CODER)
+        )
+    )
+    with RunningServer(data_dir, config=config) as server:
+        yield openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0
+        )
+
+
+def ask(marker: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{marker}: what now?"}]
+
+
+def test_thinking_then_answer_split_anywhere(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on(
+        "THINK",
+        Script(
+            text=[
+                "<th",
+                "ink>\nThe user asks",
+                " about Paris.\n</thi",
+                "nk>\n\nParis is ",
+                "lovely.",
+            ]
+        ),
+    )
+    for stream in (False, True):
+        if stream:
+            chunks = list(
+                client.chat.completions.create(model=HYBRID, messages=ask("THINK"), stream=True)
+            )
+            content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            reasoning = "".join(
+                (c.choices[0].delta.model_extra or {}).get("reasoning") or ""
+                for c in chunks
+                if c.choices
+            )
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            response = client.chat.completions.create(model=HYBRID, messages=ask("THINK"))
+            message = response.choices[0].message
+            content = message.content or ""
+            reasoning = (message.model_extra or {})["reasoning_content"]
+            finish = response.choices[0].finish_reason
+        assert reasoning == "The user asks about Paris."
+        assert content == "Paris is lovely."
+        assert finish == "stop"
+
+
+def test_thinking_cut_off_by_the_limit_is_reasoning_not_content(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on("CUT", Script(text=["<think>\nStill work", "ing on it"], finish_reason="length"))
+    response = client.chat.completions.create(model=HYBRID, messages=ask("CUT"), max_tokens=9)
+    message = response.choices[0].message
+    assert not message.content  # "" rather than null, for clients that expect a string
+    assert (message.model_extra or {})["reasoning"] == "Still working on it"
+    assert response.choices[0].finish_reason == "length"
+
+
+def test_thinking_2507_output_without_an_opening_tag(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    # Its template opens <think> in the prompt: the output holds only the closing tag.
+    upstream.on("PRE", Script(text=["Reasoning here.\n</th", "ink>\n\nThe answer."]))
+    message = client.chat.completions.create(model=THINKING, messages=ask("PRE")).choices[0].message
+    assert (message.model_extra or {})["reasoning"] == "Reasoning here."
+    assert message.content == "The answer."
+
+
+def test_two_qwen3_json_tool_calls_stream_into_the_sdk(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on(
+        "TOOLS",
+        Script(
+            text=[
+                "<think>\nTwo cities.\n</think>\n\n<tool_",
+                'call>\n{"name": "get_weather", "argu',
+                'ments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", ',
+                '"arguments": {"city": "北京"}}\n</tool_call>',
+            ]
+        ),
+    )
+    with client.chat.completions.stream(
+        model=HYBRID,
+        messages=ask("TOOLS"),
+        tools=[WEATHER],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert [call.function.name for call in calls] == ["get_weather", "get_weather"]  # type: ignore[union-attr]
+    assert [json.loads(call.function.arguments) for call in calls] == [  # type: ignore[union-attr]
+        {"city": "Paris"},
+        {"city": "北京"},
+    ]
+    assert len({call.id for call in calls}) == 2
+    assert not choice.message.content
+
+
+def test_coder_xml_tool_call_with_typed_parameters(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on(
+        "XML",
+        Script(
+            text=[
+                "I will search.\n<tool_call>\n<function=sea",
+                "rch>\n<parameter=query>\nwaterproof shoes\n</param",
+                "eter>\n<parameter=limit>\n5\n</parameter>\n</function>\n</tool_call>",
+            ]
+        ),
+    )
+    response = client.chat.completions.create(
+        model=CODER,
+        messages=ask("XML"),
+        tools=[SEARCH],  # type: ignore[list-item]
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content == "I will search."
+    (call,) = choice.message.tool_calls or []
+    assert json.loads(call.function.arguments) == {"query": "waterproof shoes", "limit": 5}  # type: ignore[union-attr]
+
+
+def test_a_malformed_tool_call_is_an_error_not_text(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on("BROKEN", Script(text=['<tool_call>\n{"name": "get_weather", "arguments": {ci']))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(
+            model=HYBRID,
+            messages=ask("BROKEN"),
+            tools=[WEATHER],  # type: ignore[list-item]
+            reasoning_effort="none",
+        )
+    assert info.value.status_code == 502
+    body: Any = info.value.body
+    assert body["code"] == "malformed_tool_call"
