@@ -212,3 +212,38 @@ def test_a_malformed_tool_call_is_an_error_not_text(
     assert info.value.status_code == 502
     body: Any = info.value.body
     assert body["code"] == "malformed_tool_call"
+
+
+def test_parallel_tool_calls_false_passes_on_the_first_call_only(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    two = (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+    )
+    upstream.on("PAIR", Script(text=[two]))
+    response = client.chat.completions.create(
+        model=HYBRID,
+        messages=ask("PAIR"),
+        tools=[WEATHER],  # type: ignore[list-item]
+        parallel_tool_calls=False,
+    )
+    calls = response.choices[0].message.tool_calls or []
+    assert [json.loads(call.function.arguments) for call in calls] == [{"city": "Oslo"}]  # type: ignore[union-attr]
+    assert upstream.requests[-1].body["parallel_tool_calls"] is False  # passed on as well
+
+
+def test_tool_choice_required_answered_without_a_call_is_an_error(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on("NOCALL", Script(text=["It is sunny, I think."]))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(
+            model=HYBRID,
+            messages=ask("NOCALL"),
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice="required",
+            reasoning_effort="none",
+        )
+    assert info.value.status_code == 502
+    assert "tool_choice" in info.value.message

@@ -109,7 +109,7 @@ class OpenAICompatEngine:
         )
         if parser is None:
             return self._stream(request, ctx)  # no extra generator hop on the hot path
-        return _parsed(self._stream(request, ctx), ParsedRelay(parser))
+        return _parsed(self._stream(request, ctx), ParsedRelay(parser, request))
 
     async def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer

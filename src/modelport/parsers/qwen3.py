@@ -39,6 +39,8 @@ class Qwen3Summary:
     saw_tool_calls: bool
     think_closed: bool
     malformed: tuple[Malformed, ...]
+    called: tuple[str, ...] = ()  # the names of the calls passed on, in order
+    dropped_calls: int = 0  # calls beyond `max_calls`, left out
 
     def finish_reason(self, engine_reason: FinishReason) -> FinishReason:
         """The finish reason to report, given the engine's ("stop" or "length").
@@ -66,8 +68,14 @@ class Qwen3OutputParser:
         think_mode: ThinkMode = "open",
         content_parser: ContentParser | Literal["json"] | None = "json",
         tool_names: set[str] | None = None,
+        max_calls: int | None = None,
     ) -> None:
         self._think = ThinkParser(think_mode)
+        # parallel_tool_calls=false: calls after the first are left out (with their arguments).
+        self._max_calls = max_calls
+        self._called: list[str] = []
+        self._dropped = 0
+        self._dropping = False
         self._content: ContentParser | None = (
             Qwen3JsonToolParser(tool_names) if isinstance(content_parser, str) else content_parser
         )
@@ -92,6 +100,7 @@ class Qwen3OutputParser:
             index = self._block("call")
             self._external[event.index] = index
             self._saw_tool_calls = True
+            self._called.append(event.name)
             return [ToolCallStart(index, event.id, event.name)]
         block = self._external.get(event.index)
         if block is None or block != self._index:
@@ -105,6 +114,8 @@ class Qwen3OutputParser:
         events = self._events(pieces)
         summary = Qwen3Summary(
             saw_tool_calls=self._saw_tool_calls,
+            called=tuple(self._called),
+            dropped_calls=self._dropped,
             think_closed=self._think.think_closed,
             malformed=tuple(self._malformed),
         )
@@ -128,14 +139,25 @@ class Qwen3OutputParser:
                 events.append(TextDelta(self._block("text"), piece.text))
             elif isinstance(piece, CallStart):
                 self._kind = None  # every call is a block of its own
+                if self._max_calls is not None and len(self._called) >= self._max_calls:
+                    self._dropping = True
+                    self._dropped += 1
+                    continue
+                self._called.append(piece.name)
                 events.append(ToolCallStart(self._block("call"), tool_call_id(), piece.name))
             elif isinstance(piece, CallArguments):
-                if self._kind == "call":
+                if self._kind == "call" and not self._dropping:
                     events.append(ToolCallDelta(self._index, piece.fragment))
             elif isinstance(piece, CallEnd):
                 self._kind = None
+                if self._dropping:
+                    self._dropping = False
+                    continue
                 self._saw_tool_calls = True
             else:
+                if self._dropping:
+                    self._dropping = False
+                    continue  # a broken call that was being left out anyway
                 if self._kind == "call":
                     self._kind = None  # the broken call gets no more deltas
                 self._malformed.append(piece)

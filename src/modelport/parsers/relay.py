@@ -51,23 +51,44 @@ def output_parser_for(
     else:
         mode = "preopened" if preopened else "open"
     names = {tool.name for tool in request.tools}
-    return Qwen3OutputParser(think_mode=mode, content_parser=content, tool_names=names)
-
-
-def malformed_error(summary: Qwen3Summary) -> MalformedModelOutput | None:
-    if not summary.malformed:
-        return None
-    bad = summary.malformed[0]
-    return MalformedModelOutput(
-        f"The model wrote a tool call that cannot be used ({bad.reason}): {bad.raw[:200]!r}"
+    if request.tool_choice.mode == "named":
+        names = {request.tool_choice.name or ""}  # a call to another tool is malformed
+    return Qwen3OutputParser(
+        think_mode=mode,
+        content_parser=content,
+        tool_names=names,
+        max_calls=None if request.parallel_tool_calls else 1,
     )
+
+
+def malformed_error(
+    summary: Qwen3Summary, request: ChatRequest | None = None
+) -> MalformedModelOutput | None:
+    """The error that ends a stream whose tool calls cannot be honoured: a call the model
+    broke, or an answer without the call that tool_choice "required" / named demands."""
+    if summary.malformed:
+        bad = summary.malformed[0]
+        return MalformedModelOutput(
+            f"The model wrote a tool call that cannot be used ({bad.reason}): {bad.raw[:200]!r}"
+        )
+    if request is not None and request.tools and not summary.called:
+        mode = request.tool_choice.mode
+        if mode == "required" or mode == "named":
+            wanted = (
+                "a tool call" if mode == "required" else f"a call to {request.tool_choice.name}"
+            )
+            return MalformedModelOutput(
+                f"tool_choice asked for {wanted}, but the model answered without one."
+            )
+    return None
 
 
 class ParsedRelay:
     """Canonical events with raw model text in, parsed events out (one event at a time)."""
 
-    def __init__(self, parser: Qwen3OutputParser) -> None:
+    def __init__(self, parser: Qwen3OutputParser, request: ChatRequest | None = None) -> None:
         self._parser = parser
+        self._request = request
         self._usage: Usage | None = None
 
     def feed(self, event: Event) -> list[Event]:
@@ -86,7 +107,9 @@ class ParsedRelay:
         if isinstance(event, Stop):
             events, summary = parser.finish()
             events += self._held_usage()
-            error = malformed_error(summary)
+            error = malformed_error(
+                summary, self._request if event.finish_reason != "length" else None
+            )
             if error is not None:
                 return [*events, Error(error)]
             finish = summary.finish_reason(event.finish_reason)

@@ -60,7 +60,25 @@ def test_thinking_then_two_calls_as_one_chunk() -> None:
     ids = [event.id for event in events if isinstance(event, ToolCallStart)]
     assert all(call_id.startswith("call_") for call_id in ids)
     assert len(set(ids)) == 2
-    assert summary == Qwen3Summary(saw_tool_calls=True, think_closed=True, malformed=())
+    assert summary == Qwen3Summary(
+        saw_tool_calls=True,
+        think_closed=True,
+        malformed=(),
+        called=("get_weather", "get_weather"),
+    )
+    assert summary.finish_reason("stop") == "tool_calls"
+
+
+def test_with_parallel_calls_off_only_the_first_call_is_passed_on() -> None:
+    parser = Qwen3OutputParser(think_mode="open", max_calls=1)
+    events = parser.feed(THINK_AND_TWO_CALLS)
+    final, summary = parser.finish()
+    assert without_ids(events + final) == [
+        ReasoningDelta(0, "The user wants weather in two cities."),
+        ToolCallStart(1, "", "get_weather"),
+        ToolCallDelta(1, '{"city": "Paris"}'),
+    ]
+    assert (summary.called, summary.dropped_calls) == (("get_weather",), 1)
     assert summary.finish_reason("stop") == "tool_calls"
     check_stream([Start(model="qwen/qwen3-8b"), *events, Stop(summary.finish_reason("stop"))])
 

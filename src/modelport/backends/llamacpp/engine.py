@@ -187,7 +187,7 @@ class LlamaCppEngine:
                         events, summary = parser.finish()
                         for event in events:
                             yield event
-                        error = malformed_error(summary)
+                        error = malformed_error(summary, request if finish != "length" else None)
                         if error is not None:
                             yield message.usage
                             yield Error(error)
