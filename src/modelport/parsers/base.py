@@ -15,6 +15,7 @@ Two layers:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,3 +73,20 @@ def longest_partial_suffix(text: str, marker: str) -> int:
         if marker.startswith(text[-size:]):
             return size
     return 0
+
+
+def merge_adjacent(pieces: Sequence[Piece]) -> list[Piece]:
+    """Adjacent reasoning, content or argument pieces joined: one delta each per feed, and the
+    form in which "streamed equals whole" holds (a split may only change these boundaries)."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        last = merged[-1] if merged else None
+        if isinstance(piece, Reasoning) and isinstance(last, Reasoning):
+            merged[-1] = Reasoning(last.text + piece.text)
+        elif isinstance(piece, Content) and isinstance(last, Content):
+            merged[-1] = Content(last.text + piece.text)
+        elif isinstance(piece, CallArguments) and isinstance(last, CallArguments):
+            merged[-1] = CallArguments(last.fragment + piece.fragment)
+        else:
+            merged.append(piece)
+    return merged

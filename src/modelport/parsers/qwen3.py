@@ -24,6 +24,7 @@ from modelport.parsers.base import (
     Malformed,
     Piece,
     Reasoning,
+    merge_adjacent,
 )
 from modelport.parsers.qwen3_json import Qwen3JsonToolParser
 from modelport.parsers.think import ThinkMode, ThinkParser
@@ -132,7 +133,7 @@ class Qwen3OutputParser:
 
     def _events(self, pieces: list[Piece]) -> list[Event]:
         events: list[Event] = []
-        for piece in _merged(pieces):
+        for piece in merge_adjacent(pieces):
             if isinstance(piece, Reasoning):
                 events.append(ReasoningDelta(self._block("reasoning"), piece.text))
             elif isinstance(piece, Content):
@@ -168,19 +169,3 @@ class Qwen3OutputParser:
             self._index += 1
             self._kind = kind
         return self._index
-
-
-def _merged(pieces: list[Piece]) -> list[Piece]:
-    """Adjacent reasoning, text or argument pieces joined, so one feed gives one delta each."""
-    merged: list[Piece] = []
-    for piece in pieces:
-        last = merged[-1] if merged else None
-        if isinstance(piece, Reasoning) and isinstance(last, Reasoning):
-            merged[-1] = Reasoning(last.text + piece.text)
-        elif isinstance(piece, Content) and isinstance(last, Content):
-            merged[-1] = Content(last.text + piece.text)
-        elif isinstance(piece, CallArguments) and isinstance(last, CallArguments):
-            merged[-1] = CallArguments(last.fragment + piece.fragment)
-        else:
-            merged.append(piece)
-    return merged

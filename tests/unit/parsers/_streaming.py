@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 
-from modelport.parsers.base import CallArguments, Content, Piece, Reasoning
+from modelport.parsers.base import Piece, merge_adjacent
 
 
 def chunks(text: str, cuts: Sequence[int]) -> list[str]:
@@ -17,18 +17,7 @@ def chunks(text: str, cuts: Sequence[int]) -> list[str]:
 def merged(pieces: Sequence[Piece]) -> list[Piece]:
     """Adjacent reasoning, content or argument pieces joined: the form in which "streamed
     equals whole" is stated."""
-    out: list[Piece] = []
-    for piece in pieces:
-        last = out[-1] if out else None
-        if isinstance(piece, Reasoning) and isinstance(last, Reasoning):
-            out[-1] = Reasoning(last.text + piece.text)
-        elif isinstance(piece, Content) and isinstance(last, Content):
-            out[-1] = Content(last.text + piece.text)
-        elif isinstance(piece, CallArguments) and isinstance(last, CallArguments):
-            out[-1] = CallArguments(last.fragment + piece.fragment)
-        else:
-            out.append(piece)
-    return out
+    return merge_adjacent(pieces)
 
 
 def run(

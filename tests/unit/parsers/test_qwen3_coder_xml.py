@@ -17,6 +17,7 @@ from modelport.parsers.base import (
     Content,
     Malformed,
     Piece,
+    merge_adjacent,
 )
 from modelport.parsers.qwen3_coder_xml import Qwen3CoderXmlToolParser
 
@@ -76,16 +77,7 @@ def parse(text: str, chunks: list[int] | None = None) -> list[Piece]:
 
 def merged(pieces: list[Piece]) -> list[Piece]:
     """Adjacent Content and adjacent CallArguments joined: what a split may change."""
-    out: list[Piece] = []
-    for piece in pieces:
-        last = out[-1] if out else None
-        if isinstance(piece, Content) and isinstance(last, Content):
-            out[-1] = Content(last.text + piece.text)
-        elif isinstance(piece, CallArguments) and isinstance(last, CallArguments):
-            out[-1] = CallArguments(last.fragment + piece.fragment)
-        else:
-            out.append(piece)
-    return out
+    return merge_adjacent(pieces)
 
 
 def calls(pieces: list[Piece]) -> list[tuple[str, Any]]:
