@@ -247,3 +247,19 @@ def test_tool_choice_required_answered_without_a_call_is_an_error(
         )
     assert info.value.status_code == 502
     assert "tool_choice" in info.value.message
+
+
+def test_arguments_that_break_the_tool_schema_are_an_error(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Oslo"}}\n</tool_call>'
+    upstream.on("SCHEMA", Script(text=[call]))
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(
+            model=HYBRID,
+            messages=ask("SCHEMA"),
+            tools=[WEATHER],  # type: ignore[list-item]
+            reasoning_effort="none",
+        )
+    assert info.value.status_code == 502
+    assert "'city' is a required property" in info.value.message

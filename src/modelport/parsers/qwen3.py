@@ -9,8 +9,12 @@ finish reason. Pure: imports only `modelport.core`, the standard library and sib
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import jsonschema
 
 from modelport.core.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
 from modelport.core.ids import tool_call_id
@@ -70,11 +74,15 @@ class Qwen3OutputParser:
         content_parser: ContentParser | Literal["json"] | None = "json",
         tool_names: set[str] | None = None,
         max_calls: int | None = None,
+        schemas: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self._think = ThinkParser(think_mode)
         # parallel_tool_calls=false: calls after the first are left out (with their arguments).
         self._max_calls = max_calls
         self._called: list[str] = []
+        # Tool name -> parameters schema: a finished call's arguments are checked against it.
+        self._schemas = dict(schemas or {})
+        self._arguments: list[str] = []  # the open call's argument fragments
         self._dropped = 0
         self._dropping = False
         self._content: ContentParser | None = (
@@ -145,14 +153,20 @@ class Qwen3OutputParser:
                     self._dropped += 1
                     continue
                 self._called.append(piece.name)
+                self._arguments = []
                 events.append(ToolCallStart(self._block("call"), tool_call_id(), piece.name))
             elif isinstance(piece, CallArguments):
                 if self._kind == "call" and not self._dropping:
+                    self._arguments.append(piece.fragment)
                     events.append(ToolCallDelta(self._index, piece.fragment))
             elif isinstance(piece, CallEnd):
                 self._kind = None
                 if self._dropping:
                     self._dropping = False
+                    continue
+                problem = self._check_arguments(self._called[-1], "".join(self._arguments))
+                if problem is not None:
+                    self._malformed.append(problem)
                     continue
                 self._saw_tool_calls = True
             else:
@@ -163,6 +177,31 @@ class Qwen3OutputParser:
                     self._kind = None  # the broken call gets no more deltas
                 self._malformed.append(piece)
         return events
+
+    def _check_arguments(self, name: str, arguments: str) -> Malformed | None:
+        """A finished call whose arguments are not a JSON object valid for the tool's schema
+        (when the request gave one): reported, not passed off as a usable call."""
+        schema = self._schemas.get(name)
+        if schema is None:
+            return None
+        try:
+            value = json.loads(arguments or "{}")
+        except ValueError:
+            return Malformed(arguments, f"the arguments of {name} are not JSON")
+        if not isinstance(value, dict):
+            return Malformed(arguments, f"the arguments of {name} are not a JSON object")
+        try:
+            validator = jsonschema.validators.validator_for(schema)(schema)
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        except jsonschema.exceptions.SchemaError:
+            return None  # the tool's own schema is invalid: nothing to check against
+        if error is None:
+            return None
+        where = "/".join(str(step) for step in error.absolute_path) or "(root)"
+        return Malformed(
+            arguments,
+            f"the arguments of {name} do not match its schema at {where}: {error.message}",
+        )
 
     def _block(self, kind: _Kind) -> int:
         if self._kind != kind:

@@ -58,6 +58,7 @@ def output_parser_for(
         content_parser=content,
         tool_names=names,
         max_calls=None if request.parallel_tool_calls else 1,
+        schemas={tool.name: tool.parameters for tool in request.tools},
     )
 
 

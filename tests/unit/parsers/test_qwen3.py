@@ -181,3 +181,23 @@ def test_streamed_events_keep_invariants_and_equal_whole(
         assert summary.saw_tool_calls == bool(calls)
         for call in calls:
             assert isinstance(json.loads(call.split("|", 1)[1]), dict)
+
+
+def test_arguments_that_break_the_tool_schema_are_reported() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city"],
+    }
+    call = '<tool_call>\n{"name": "get_weather", "arguments": %s}\n</tool_call>'
+    good, bad = call % '{"city": "Oslo", "days": 2}', call % '{"days": 0}'
+    for text, valid in ((good, True), (bad, False)):
+        parser = Qwen3OutputParser(think_mode="off", schemas={"get_weather": schema})
+        parser.feed(text)
+        _, summary = parser.finish()
+        assert summary.saw_tool_calls is valid
+        if not valid:
+            (problem,) = summary.malformed
+            assert "do not match its schema" in problem.reason
+            assert "'city' is a required property" in problem.reason
+            assert summary.finish_reason("stop") == "stop"
