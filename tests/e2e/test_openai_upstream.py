@@ -186,6 +186,48 @@ def test_streamed_tool_calls_accumulate_in_the_sdk(
     ]
 
 
+def test_tool_calls_an_upstream_parsed_are_checked(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    weather: Any = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    # Arguments that break the tool's schema, and a function that was never offered.
+    upstream.on("BADARGS", Script(tool_calls=[ToolCallScript("get_weather", ['{"town": 1}'])]))
+    upstream.on("NOSUCH", Script(tool_calls=[ToolCallScript("launch_rocket", ["{}"])]))
+    for marker, says in (("BADARGS", "'city' is a required property"), ("NOSUCH", "launch_rocket")):
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model=QWEN, messages=ask(marker), tools=weather)
+        assert info.value.status_code == 502
+        assert says in info.value.message
+    # parallel_tool_calls=false: an upstream that sends two anyway is cut to the first.
+    upstream.on(
+        "TWICE",
+        Script(
+            tool_calls=[
+                ToolCallScript("get_weather", ['{"city": "Oslo"}']),
+                ToolCallScript("get_weather", ['{"city": "Rome"}']),
+            ]
+        ),
+    )
+    response = client.chat.completions.create(
+        model=QWEN, messages=ask("TWICE"), tools=weather, parallel_tool_calls=False
+    )
+    calls = response.choices[0].message.tool_calls or []
+    assert [c.function.arguments for c in calls] == ['{"city": "Oslo"}']  # type: ignore[union-attr]
+    assert response.choices[0].finish_reason == "tool_calls"
+
+
 def test_stream_with_usage_and_reasoning_deltas(
     client: openai.OpenAI, upstream: FakeOpenAIUpstream
 ) -> None:

@@ -24,7 +24,7 @@ from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
 from modelport.core.events import Event, Start
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest
-from modelport.parsers.relay import ParsedRelay, output_parser_for
+from modelport.parsers.relay import ParsedRelay, call_checker_for, output_parser_for
 from modelport.protocols.openai.dialects import DIALECTS
 from modelport.protocols.openai.sse import SSEParser
 from modelport.protocols.openai.upstream_errors import error_for_status
@@ -102,11 +102,10 @@ class OpenAICompatEngine:
         disconnect and stops generating. With `parse_output`, the upstream's text is the
         model's raw output and goes through modelport's Qwen3 parsers.
         """
-        parser = (
-            output_parser_for(self.card, request, preopened=self.card.thinking == "always")
-            if self.config.parse_output
-            else None
-        )
+        if self.config.parse_output:
+            parser = output_parser_for(self.card, request, preopened=self.card.thinking == "always")
+        else:
+            parser = call_checker_for(request)
         if parser is None:
             return self._stream(request, ctx)  # no extra generator hop on the hot path
         return _parsed(self._stream(request, ctx), ParsedRelay(parser, request))

@@ -83,6 +83,8 @@ class Qwen3OutputParser:
         # Tool name -> parameters schema: a finished call's arguments are checked against it.
         self._schemas = dict(schemas or {})
         self._arguments: list[str] = []  # the open call's argument fragments
+        self._tool_names = tool_names
+        self._external_calls: list[tuple[str, list[str]]] = []  # checked at finish
         self._dropped = 0
         self._dropping = False
         self._content: ContentParser | None = (
@@ -106,17 +108,29 @@ class Qwen3OutputParser:
         Upstreams number their calls 0, 1, …; each start opens a block of ours."""
         if isinstance(event, ToolCallStart):
             self._kind = None
+            if self._max_calls is not None and len(self._called) >= self._max_calls:
+                self._dropped += 1
+                return []  # parallel_tool_calls=false: its deltas find no open block
+            if self._tool_names is not None and event.name not in self._tool_names:
+                self._malformed.append(Malformed(event.name, f"unknown function {event.name!r}"))
+                return []
             index = self._block("call")
             self._external[event.index] = index
+            self._external_calls.append((event.name, []))
             self._saw_tool_calls = True
             self._called.append(event.name)
             return [ToolCallStart(index, event.id, event.name)]
         block = self._external.get(event.index)
-        if block is None or block != self._index:
+        if block is None or block != self._index or self._kind != "call":
             return []  # a delta for a call that is no longer the open block
+        self._external_calls[-1][1].append(event.arguments)
         return [ToolCallDelta(block, event.arguments)]
 
     def finish(self) -> tuple[list[Event], Qwen3Summary]:
+        for name, fragments in self._external_calls:
+            problem = self._check_arguments(name, "".join(fragments))
+            if problem is not None:
+                self._malformed.append(problem)
         pieces = self._route(self._think.finish())
         if self._content is not None:
             pieces += self._content.finish()

@@ -62,6 +62,24 @@ def output_parser_for(
     )
 
 
+def call_checker_for(request: ChatRequest) -> Qwen3OutputParser | None:
+    """For an upstream that parses tool calls itself: a pass-through parser that checks its
+    calls (known function, schema-valid arguments, parallel_tool_calls, tool_choice). None
+    when the request offers no tools, so plain answers take no extra step."""
+    if not request.tools or request.tool_choice.mode == "none":
+        return None
+    names = {tool.name for tool in request.tools}
+    if request.tool_choice.mode == "named":
+        names = {request.tool_choice.name or ""}
+    return Qwen3OutputParser(
+        think_mode="off",
+        content_parser=None,
+        tool_names=names,
+        max_calls=None if request.parallel_tool_calls else 1,
+        schemas={tool.name: tool.parameters for tool in request.tools},
+    )
+
+
 def malformed_error(
     summary: Qwen3Summary, request: ChatRequest | None = None
 ) -> MalformedModelOutput | None:
