@@ -173,8 +173,12 @@ class Worker:
                     job = self.slot.inbox.get()
                     if job is None:
                         return
-                self._serve(llm, info, job)
-                job = self._dispatcher.next_task(self.slot)
+                final = self._serve(llm, info, job)
+                # Free first, then say "done": a client that sends its next turn the moment
+                # it has the answer finds this instance (and its cache) idle.
+                served, job = job, self._dispatcher.next_task(self.slot)
+                if final is not None:
+                    served.emit(final)
         finally:
             llm.close()
 
@@ -238,19 +242,20 @@ class Worker:
             return ""
         return token_bytes(vocab, token, special=True).decode("utf-8", errors="replace")
 
-    def _serve(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> None:
+    def _serve(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> Done | Failed | None:
+        """Runs `job`; returns its last message (Done or Failed), which the caller sends once
+        this instance is free again, or None for a job cancelled before it began."""
         if job.cancel.is_set():
-            return
+            return None
         if self._stopping.is_set():
-            job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
-            return
+            return Failed(Overloaded("The local engine is shutting down.", retry_after=5.0))
         try:
-            self._generate(llm, info, job)
+            return self._generate(llm, info, job)
         except ModelportError as exc:
-            job.emit(Failed(exc))
+            return Failed(exc)
         except Exception as exc:
             log.exception("llama.cpp generation failed")
-            job.emit(Failed(InternalError(f"llama.cpp engine failed: {type(exc).__name__}: {exc}")))
+            return Failed(InternalError(f"llama.cpp engine failed: {type(exc).__name__}: {exc}"))
 
     def _tokenize(self, llm: llama_cpp.Llama, info: ModelInfo, prompt: str) -> list[int]:
         # special=True: the template's control tokens (<|im_start|>…) must map to their ids.
@@ -260,7 +265,7 @@ class Worker:
             tokens.insert(0, info.bos_id)
         return tokens
 
-    def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> None:
+    def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> Done | Failed:
         request, plan = job.request, job.plan
         tokens = self._tokenize(llm, info, job.prompt)
         n_prompt = len(tokens)
@@ -347,14 +352,13 @@ class Worker:
             reason = (
                 "The local engine is shutting down." if stopping else "Generation was cancelled."
             )
-            job.emit(Failed(Overloaded(reason, retry_after=5.0)))
-            return
+            return Failed(Overloaded(reason, retry_after=5.0))
         tail = assembler.finish()
         rest = aligner.finish(assembler.released) if aligner is not None else ()
         if tail or rest:
             job.emit(Piece(tail, rest))
         usage = Usage(n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached)
-        job.emit(Done(usage, finish[0], finish[1]))
+        return Done(usage, finish[0], finish[1])
 
     @staticmethod
     def _with_budget(
