@@ -50,16 +50,7 @@ def output_parser_for(
         mode = "off"
     else:
         mode = "preopened" if preopened else "open"
-    names = {tool.name for tool in request.tools}
-    if request.tool_choice.mode == "named":
-        names = {request.tool_choice.name or ""}  # a call to another tool is malformed
-    return Qwen3OutputParser(
-        think_mode=mode,
-        content_parser=content,
-        tool_names=names,
-        max_calls=None if request.parallel_tool_calls else 1,
-        schemas={tool.name: tool.parameters for tool in request.tools},
-    )
+    return _parser(request, mode, content)
 
 
 def call_checker_for(request: ChatRequest) -> Qwen3OutputParser | None:
@@ -68,12 +59,20 @@ def call_checker_for(request: ChatRequest) -> Qwen3OutputParser | None:
     when the request offers no tools, so plain answers take no extra step."""
     if not request.tools or request.tool_choice.mode == "none":
         return None
+    return _parser(request, "off", None)
+
+
+def _parser(
+    request: ChatRequest, mode: ThinkMode, content: ContentParser | Literal["json"] | None
+) -> Qwen3OutputParser:
+    """A parser that holds the request's tool rules: offered (or named) functions only, their
+    schemas, and at most one call when parallel_tool_calls is false."""
     names = {tool.name for tool in request.tools}
     if request.tool_choice.mode == "named":
-        names = {request.tool_choice.name or ""}
+        names = {request.tool_choice.name or ""}  # a call to another tool is malformed
     return Qwen3OutputParser(
-        think_mode="off",
-        content_parser=None,
+        think_mode=mode,
+        content_parser=content,
         tool_names=names,
         max_calls=None if request.parallel_tool_calls else 1,
         schemas={tool.name: tool.parameters for tool in request.tools},
