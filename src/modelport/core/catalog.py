@@ -138,6 +138,11 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return reasoning.enabled is not False and reasoning.effort != "none"
         return self.thinking == "always"
 
+    def thinking_turned_off(self, reasoning: Reasoning) -> bool:
+        """A hybrid model asked not to think: its template's switch (enable_thinking=False,
+        or Qwen's /no_think) must be used."""
+        return self.thinking == "hybrid" and not self.thinks(reasoning)
+
     def sampling_defaults(self, reasoning: Reasoning) -> SamplingDefaults | None:
         modes = self.default_parameters
         return modes.thinking if self.thinks(reasoning) else modes.non_thinking

@@ -37,27 +37,26 @@ def output_parser_for(
 ) -> Qwen3OutputParser | None:
     """The parser for this model's output, or None for plain text (a model that does not
     think and no tool format in use). `preopened`: the prompt ends inside a think block."""
-    tools_in_use = bool(request.tools) and request.tool_choice.mode != "none"
     content: ContentParser | Literal["json"] | None = None
-    if tools_in_use and card.tool_format == "qwen3_json":
+    if _tools_in_use(request) and card.tool_format == "qwen3_json":
         content = "json"
-    elif tools_in_use and card.tool_format == "qwen3_coder_xml":
+    elif _tools_in_use(request) and card.tool_format == "qwen3_coder_xml":
         content = Qwen3CoderXmlToolParser({tool.name: tool.parameters for tool in request.tools})
     if card.thinking == "none" and content is None:
         return None
-    mode: ThinkMode
-    if card.thinking == "none" or not card.thinks(request.reasoning):
-        mode = "off"
-    else:
-        mode = "preopened" if preopened else "open"
-    return _parser(request, mode, content)
+    thinking: ThinkMode = "preopened" if preopened else "open"
+    return _parser(request, thinking if card.thinks(request.reasoning) else "off", content)
+
+
+def _tools_in_use(request: ChatRequest) -> bool:
+    return bool(request.tools) and request.tool_choice.mode != "none"
 
 
 def call_checker_for(request: ChatRequest) -> Qwen3OutputParser | None:
     """For an upstream that parses tool calls itself: a pass-through parser that checks its
     calls (known function, schema-valid arguments, parallel_tool_calls, tool_choice). None
     when the request offers no tools, so plain answers take no extra step."""
-    if not request.tools or request.tool_choice.mode == "none":
+    if not _tools_in_use(request):
         return None
     return _parser(request, "off", None)
 
@@ -102,23 +101,42 @@ def malformed_error(
 
 
 class ParsedRelay:
-    """Canonical events with raw model text in, parsed events out (one event at a time)."""
+    """Canonical events with raw model text in, parsed events out (one event at a time).
 
-    def __init__(self, parser: Qwen3OutputParser, request: ChatRequest | None = None) -> None:
+    `keep_logprobs`: a `Logprobs` event that directly follows a text delta whose parsed output
+    ended in answer text is kept, renumbered to that block (the local engine sends each
+    piece's entries right after its text); otherwise logprobs are dropped, since token entries
+    no longer line up with the parsed blocks."""
+
+    def __init__(
+        self,
+        parser: Qwen3OutputParser,
+        request: ChatRequest | None = None,
+        *,
+        keep_logprobs: bool = False,
+    ) -> None:
         self._parser = parser
         self._request = request
         self._usage: Usage | None = None
+        self._keep_logprobs = keep_logprobs
+        self._text_block: int | None = None  # the answer block the last text delta ended in
 
     def feed(self, event: Event) -> list[Event]:
+        text_block, self._text_block = self._text_block, None
         parser = self._parser
         if isinstance(event, TextDelta):
-            return parser.feed(event.text)
+            events = parser.feed(event.text)
+            if events and isinstance(events[-1], TextDelta):
+                self._text_block = events[-1].index
+            return events
         if isinstance(event, ReasoningDelta):
             return parser.feed_reasoning(event.text)
         if isinstance(event, ToolCallStart | ToolCallDelta):
             return parser.feed_external_call(event)
         if isinstance(event, Logprobs):
-            return []  # token entries no longer line up with the parsed blocks
+            if self._keep_logprobs and text_block is not None:
+                return [Logprobs(text_block, event.entries)]
+            return []
         if isinstance(event, Usage):
             self._usage = event  # held: the parser may still flush deltas at the end
             return []

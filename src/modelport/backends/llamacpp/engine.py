@@ -55,7 +55,7 @@ from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest, ImagePart
-from modelport.parsers.relay import malformed_error, output_parser_for
+from modelport.parsers.relay import ParsedRelay, output_parser_for
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 _RETRY_AFTER_S = 3.0
@@ -165,39 +165,16 @@ class LlamaCppEngine:
                 raise first.error
             yield Start(model=self.card.id, backend=self.name)
             parser = output_parser_for(self.card, request, preopened=job.starts_thinking)
+            relay = None if parser is None else ParsedRelay(parser, request, keep_logprobs=True)
             while True:
                 message = await inbox.get()
-                if isinstance(message, Piece):
-                    if parser is None:
-                        if message.text:
-                            yield TextDelta(index=0, text=message.text)
-                        if message.logprobs:
-                            # The worker sends none before the first text: block 0 is open.
-                            yield Logprobs(index=0, entries=message.logprobs)
-                        continue
-                    events = parser.feed(message.text) if message.text else []
-                    for event in events:
+                for event in _events_of(message, parsed=relay is not None):
+                    if relay is None:
                         yield event
-                    if message.logprobs and events and isinstance(events[-1], TextDelta):
-                        # Answer text only: entries of reasoning or tool-call tokens are dropped.
-                        yield Logprobs(index=events[-1].index, entries=message.logprobs)
-                elif isinstance(message, Done):
-                    finish = message.finish_reason
-                    if parser is not None:
-                        events, summary = parser.finish()
-                        for event in events:
-                            yield event
-                        error = malformed_error(summary, request if finish != "length" else None)
-                        if error is not None:
-                            yield message.usage
-                            yield Error(error)
-                            return
-                        finish = summary.finish_reason(finish)
-                    yield message.usage
-                    yield Stop(finish, message.native_finish_reason)
-                    return
-                elif isinstance(message, Failed):
-                    yield Error(message.error)
+                    else:
+                        for parsed in relay.feed(event):
+                            yield parsed
+                if isinstance(message, Done | Failed):
                     return
         finally:
             # Whether finished, failed, closed or cancelled: the worker stops at the next token
@@ -218,10 +195,7 @@ class LlamaCppEngine:
 
     def _template_defaults(self, request: ChatRequest) -> dict[str, Any]:
         # Hybrid-thinking templates (Qwen3) switch thinking off with enable_thinking=False.
-        reasoning = request.reasoning
-        if self.card.thinking == "hybrid" and (
-            reasoning.enabled is False or reasoning.effort == "none"
-        ):
+        if self.card.thinking_turned_off(request.reasoning):
             return {"enable_thinking": False}
         return {}
 
@@ -248,3 +222,19 @@ def _check_request(request: ChatRequest) -> None:
             "This model does not accept images (the local engine has no vision support).",
             param="messages",
         )
+
+
+def _events_of(message: WorkerMessage, *, parsed: bool) -> list[Event]:
+    """A worker message as canonical events with the raw text in block 0. The worker sends no
+    logprobs before the first text, so block 0 is open; when the text is parsed, entries that
+    come without text are dropped (they would attach to whatever block the parser has open)."""
+    if isinstance(message, Piece):
+        events: list[Event] = [TextDelta(index=0, text=message.text)] if message.text else []
+        if message.logprobs and (message.text or not parsed):
+            events.append(Logprobs(index=0, entries=message.logprobs))
+        return events
+    if isinstance(message, Done):
+        return [message.usage, Stop(message.finish_reason, message.native_finish_reason)]
+    if isinstance(message, Failed):
+        return [Error(message.error)]
+    return []  # Ready: only the first message, handled before Start
