@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jsonschema
-
 from modelport.core.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, ToolCallStart
 from modelport.core.ids import tool_call_id
 from modelport.core.types import FinishReason
@@ -204,6 +202,9 @@ class Qwen3OutputParser:
             return Malformed(arguments, f"the arguments of {name} are not JSON")
         if not isinstance(value, dict):
             return Malformed(arguments, f"the arguments of {name} are not a JSON object")
+        # Imported on first use: 0.1 s and a few MB that a server without tool calls never needs.
+        import jsonschema
+
         try:
             validator = jsonschema.validators.validator_for(schema)(schema)
             error = jsonschema.exceptions.best_match(validator.iter_errors(value))
