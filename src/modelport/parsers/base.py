@@ -49,10 +49,12 @@ class CallEnd:
 class Malformed:
     """Output that looked like a tool call but is not one that can be honoured (unparsable
     JSON, an unknown function, a missing closing tag at the end). `raw` is the text as the
-    model wrote it, so the caller can report it or pass it through as content."""
+    model wrote it, so the caller can report it or pass it through as content. `cut`: the
+    output ended inside it (no fault of the model's when max_tokens ended the output)."""
 
     raw: str
     reason: str
+    cut: bool = False
 
 
 Piece = Reasoning | Content | CallStart | CallArguments | CallEnd | Malformed

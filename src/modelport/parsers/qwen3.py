@@ -36,14 +36,17 @@ from modelport.parsers.think import ThinkMode, ThinkParser
 class Qwen3Summary:
     """What the finished output held, for choosing the finish reason.
 
-    `saw_tool_calls` counts only calls that closed properly (`CallEnd`); a call cut off or
-    broken is in `malformed`. `think_closed` is False when the output ended inside reasoning."""
+    `saw_tool_calls` counts only calls that closed properly (`CallEnd`); a broken call is in
+    `malformed`, and so is one the output ended inside, unless the output was cut off (by
+    max_tokens): then `cut_call` is set and the partial call stands as streamed, like a cut
+    answer. `think_closed` is False when the output ended inside reasoning."""
 
     saw_tool_calls: bool
     think_closed: bool
     malformed: tuple[Malformed, ...]
     called: tuple[str, ...] = ()  # the names of the calls passed on, in order
     dropped_calls: int = 0  # calls beyond `max_calls`, left out
+    cut_call: bool = False  # a cut-off output ended inside a tool call
 
     def finish_reason(self, engine_reason: FinishReason) -> FinishReason:
         """The finish reason to report, given the engine's ("stop" or "length").
@@ -92,6 +95,8 @@ class Qwen3OutputParser:
         self._kind: _Kind | None = None  # the open block's kind; None after a call ended
         self._saw_tool_calls = False
         self._malformed: list[Malformed] = []
+        self._cut = False  # finishing an output that was cut off
+        self._cut_call = False
         self._external: dict[int, int] = {}  # upstream call index -> our block index
 
     def feed(self, text: str) -> list[Event]:
@@ -124,10 +129,17 @@ class Qwen3OutputParser:
         self._external_calls[-1][1].append(event.arguments)
         return [ToolCallDelta(block, event.arguments)]
 
-    def finish(self) -> tuple[list[Event], Qwen3Summary]:
-        for name, fragments in self._external_calls:
-            problem = self._check_arguments(name, "".join(fragments))
-            if problem is not None:
+    def finish(self, *, cut: bool = False) -> tuple[list[Event], Qwen3Summary]:
+        """The last events and the summary. `cut`: the output was cut off (finish reason
+        length), so a call it ended inside is incomplete rather than broken."""
+        self._cut = cut
+        last = len(self._external_calls) - 1
+        for position, (name, fragments) in enumerate(self._external_calls):
+            arguments = "".join(fragments)
+            problem = self._check_arguments(name, arguments)
+            if problem is not None and cut and position == last and not _is_json(arguments):
+                self._cut_call = True  # the arguments stopped midway
+            elif problem is not None:
                 self._malformed.append(problem)
         pieces = self._route(self._think.finish())
         if self._content is not None:
@@ -139,6 +151,7 @@ class Qwen3OutputParser:
             dropped_calls=self._dropped,
             think_closed=self._think.think_closed,
             malformed=tuple(self._malformed),
+            cut_call=self._cut_call,
         )
         return events, summary
 
@@ -187,6 +200,9 @@ class Qwen3OutputParser:
                     continue  # a broken call that was being left out anyway
                 if self._kind == "call":
                     self._kind = None  # the broken call gets no more deltas
+                if piece.cut and self._cut:
+                    self._cut_call = True
+                    continue
                 self._malformed.append(piece)
         return events
 
@@ -223,3 +239,11 @@ class Qwen3OutputParser:
             self._index += 1
             self._kind = kind
         return self._index
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text or "{}")
+    except ValueError:
+        return False
+    return True

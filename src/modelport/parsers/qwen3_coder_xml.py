@@ -156,7 +156,7 @@ class Qwen3CoderXmlToolParser:
             pass  # a complete call whose </tool_call> never came
         else:
             self._take(len(rest))
-            self._out.append(Malformed("".join(self._raw), self._unclosed_reason()))
+            self._out.append(Malformed("".join(self._raw), self._unclosed_reason(), cut=True))
         self._buf = ""
         self._pending_space = ""
         self._raw = []

@@ -158,7 +158,7 @@ class _Block:
 
     def finish(self, pieces: list[Piece]) -> None:
         self._send_arguments(pieces)
-        pieces.append(Malformed(OPEN_TAG + self._body, "unclosed tool call"))
+        pieces.append(Malformed(OPEN_TAG + self._body, "unclosed tool call", cut=True))
         self.closed = True
 
     def _read_header(self, pieces: list[Piece]) -> None:

@@ -141,7 +141,7 @@ class ParsedRelay:
             self._usage = event  # held: the parser may still flush deltas at the end
             return []
         if isinstance(event, Stop):
-            events, summary = parser.finish()
+            events, summary = parser.finish(cut=event.finish_reason == "length")
             events += self._held_usage()
             error = malformed_error(
                 summary, self._request if event.finish_reason != "length" else None

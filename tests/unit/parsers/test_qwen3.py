@@ -29,7 +29,7 @@ THINK_AND_TWO_CALLS = (
 
 
 def stream(
-    parts: list[str], think_mode: ThinkMode = "open", tools: bool = True
+    parts: list[str], think_mode: ThinkMode = "open", tools: bool = True, *, cut: bool = False
 ) -> tuple[list[Event], Qwen3Summary]:
     parser = Qwen3OutputParser(
         think_mode=think_mode, content_parser="json" if tools else None, tool_names={"get_weather"}
@@ -37,7 +37,7 @@ def stream(
     events: list[Event] = []
     for part in parts:
         events += parser.feed(part)
-    final, summary = parser.finish()
+    final, summary = parser.finish(cut=cut)
     return events + final, summary
 
 
@@ -110,20 +110,25 @@ def test_thinking_off_without_tools_is_all_text() -> None:
     assert summary == Qwen3Summary(saw_tool_calls=False, think_closed=True, malformed=())
 
 
-def test_call_cut_off_by_length_is_reported_malformed() -> None:
+def test_a_call_the_output_ends_inside_is_incomplete_when_cut_off_else_malformed() -> None:
     text = (
         '<think>\nok\n</think>\n\nChecking.\n<tool_call>\n{"name": "get_weather", "arguments": {"ci'
     )
-    events, summary = stream([text])
-    assert without_ids(events) == [
-        ReasoningDelta(0, "ok"),
-        TextDelta(1, "Checking."),
-        ToolCallStart(2, "", "get_weather"),
-        ToolCallDelta(2, '{"ci'),
-    ]
-    assert not summary.saw_tool_calls
-    assert [bad.reason for bad in summary.malformed] == ["unclosed tool call"]
-    assert summary.finish_reason("length") == "length"
+    for cut in (True, False):
+        events, summary = stream([text], cut=cut)
+        assert without_ids(events) == [
+            ReasoningDelta(0, "ok"),
+            TextDelta(1, "Checking."),
+            ToolCallStart(2, "", "get_weather"),
+            ToolCallDelta(2, '{"ci'),
+        ]
+        assert not summary.saw_tool_calls
+        if cut:  # max_tokens ended it: incomplete, like a cut answer, not the model's fault
+            assert summary.cut_call and not summary.malformed
+            assert summary.finish_reason("length") == "length"
+        else:  # the model ended its turn inside a call: broken
+            assert not summary.cut_call
+            assert [bad.reason for bad in summary.malformed] == ["unclosed tool call"]
 
 
 def test_unknown_tool_opens_no_block() -> None:

@@ -162,7 +162,7 @@ def test_output_cut_off_inside_a_call_is_malformed_not_content() -> None:
             Content("Ok."),
             CallStart("search"),
             CallArguments('{"q": "unfini'),
-            Malformed(text[len("Ok.\n") :], "unclosed tool call"),
+            Malformed(text[len("Ok.\n") :], "unclosed tool call", cut=True),
         ],
     )
 

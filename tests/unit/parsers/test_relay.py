@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from modelport.core.events import Logprobs, ReasoningDelta, Stop, TextDelta, Usage
-from modelport.core.types import TokenLogprob
+from modelport.core.errors import MalformedModelOutput
+from modelport.core.events import (
+    Error,
+    Logprobs,
+    ReasoningDelta,
+    Stop,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+from modelport.core.types import ChatRequest, TokenLogprob, Tool
 from modelport.parsers.qwen3 import Qwen3OutputParser
 from modelport.parsers.relay import ParsedRelay
 
 ENTRY = (TokenLogprob("Hi", -0.1),)
+WEATHER = Tool(
+    name="get_weather",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+SCHEMAS = {"get_weather": WEATHER.parameters}
 
 
 def relay(*, keep_logprobs: bool) -> ParsedRelay:
@@ -33,3 +52,51 @@ def test_usage_waits_for_the_parser_to_flush_before_stop() -> None:
     assert r.feed(TextDelta(0, "<think>\ncut off")) == [ReasoningDelta(0, "cut off")]
     assert r.feed(Usage(5, 3)) == []
     assert r.feed(Stop("length", "length")) == [Usage(5, 3), Stop("length", "length")]
+
+
+CUT_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"ci'
+
+
+def tool_relay(request: ChatRequest) -> ParsedRelay:
+    parser = Qwen3OutputParser(
+        think_mode="off",
+        content_parser="json",
+        tool_names={"get_weather"},
+        schemas=SCHEMAS,
+    )
+    return ParsedRelay(parser, request)
+
+
+def test_a_call_cut_by_max_tokens_ends_with_length_not_an_error() -> None:
+    request = ChatRequest(model="m", messages=(), tools=(WEATHER,))
+    r = tool_relay(request)
+    started = r.feed(TextDelta(0, CUT_CALL))
+    assert [type(event) for event in started] == [ToolCallStart, ToolCallDelta]
+    assert r.feed(Stop("length", "length")) == [Stop("length", "length")]
+
+
+def test_a_turn_that_ends_inside_a_call_is_an_error() -> None:
+    request = ChatRequest(model="m", messages=(), tools=(WEATHER,))
+    r = tool_relay(request)
+    r.feed(TextDelta(0, CUT_CALL))
+    (error,) = r.feed(Stop("stop", "eos"))
+    assert isinstance(error, Error)
+    assert isinstance(error.error, MalformedModelOutput)
+    assert "unclosed tool call" in error.error.message
+
+
+def test_an_upstream_call_cut_by_max_tokens_ends_with_length() -> None:
+    # An upstream's own tool parser streamed the call; its arguments stop midway.
+    request = ChatRequest(model="m", messages=(), tools=(WEATHER,))
+    for finish, errors in (("length", False), ("stop", True)):
+        r = ParsedRelay(Qwen3OutputParser(think_mode="off", schemas=SCHEMAS), request)
+        r.feed(ToolCallStart(0, "call_1", "get_weather"))
+        r.feed(ToolCallDelta(0, '{"city": "Par'))
+        (last,) = r.feed(Stop(finish, finish))
+        assert isinstance(last, Error) == errors
+    # A complete call whose arguments break the schema is an error even when cut off.
+    r = ParsedRelay(Qwen3OutputParser(think_mode="off", schemas=SCHEMAS), request)
+    r.feed(ToolCallStart(0, "call_1", "get_weather"))
+    r.feed(ToolCallDelta(0, '{"city": 7}'))
+    (last,) = r.feed(Stop("length", "length"))
+    assert isinstance(last, Error)

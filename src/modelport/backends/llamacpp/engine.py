@@ -39,6 +39,7 @@ from modelport.backends.llamacpp.model_file import (
     read_train_context,
     resolve_model_path,
 )
+from modelport.backends.llamacpp.output_grammar import output_grammar
 from modelport.backends.llamacpp.sampling import plan_sampling
 from modelport.backends.llamacpp.worker import (
     Done,
@@ -56,6 +57,7 @@ from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest, ImagePart
 from modelport.parsers.relay import ParsedRelay, output_parser_for
+from modelport.parsers.think import ThinkMode
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 _RETRY_AFTER_S = 3.0
@@ -135,8 +137,14 @@ class LlamaCppEngine:
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         info = self._started()
         _check_request(request)
-        plan = plan_sampling(request, n_vocab=info.n_vocab)
         prompt = self._prompt(info, request)
+        # Thinking-2507's template ends the prompt inside an open think block.
+        starts_thinking = prompt.rstrip().endswith("<think>")
+        mode: ThinkMode = "off"
+        if self.card.thinks(request.reasoning):
+            mode = "preopened" if starts_thinking else "open"
+        grammar = output_grammar(request, tool_format=self.card.tool_format, thinking=mode)
+        plan = plan_sampling(request, n_vocab=info.n_vocab, grammar=grammar)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         cancel = threading.Event()
@@ -155,8 +163,7 @@ class LlamaCppEngine:
             emit=emit,
             cancel=cancel,
             think_budget=thinking_budget(self.card, request),
-            # Thinking-2507's template ends the prompt inside an open think block.
-            starts_thinking=prompt.rstrip().endswith("<think>"),
+            starts_thinking=starts_thinking,
         )
         self._submit(job)
         try:

@@ -104,9 +104,15 @@ def grammar_for(response_format: ResponseFormat) -> str | None:
         return None
     if response_format.schema is None:
         return JSON_GBNF  # any JSON object
-    schema = prepare_schema(response_format.schema)
+    return schema_grammar(response_format.schema)
+
+
+def schema_grammar(schema: Any) -> str:
+    """The GBNF grammar (start rule `root`) for JSON valid against `schema`; `InvalidRequest`
+    (naming response_format) when it cannot be enforced."""
+    prepared = prepare_schema(schema)
     try:
-        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(prepared)))
     except Exception as exc:  # the converter signals unsupported input with assorted types
         raise InvalidRequest(
             f"response_format: this JSON schema cannot be turned into a grammar: {exc}",
@@ -114,6 +120,33 @@ def grammar_for(response_format: ResponseFormat) -> str | None:
         ) from None
     grammar = _LOOSE_CHAR.sub(lambda _: _STRICT_CHAR, grammar)
     return grammar.replace(_PATTERN_DOT, _SAFE_CHAR_CLASS)
+
+
+# Keys whose value is a map of names to schemas, or one schema, or a list of schemas.
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions"})
+_SCHEMA_VALUES = frozenset({"items", "additionalProperties"})
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+
+
+def loosened(schema: Any) -> Any:
+    """`schema` without the assertions a grammar cannot enforce (bounds, `not`, conditionals,
+    …, and string formats and patterns): it admits every value `schema` admits, and more.
+    For shaping output that is checked against the real schema afterwards (tool arguments)."""
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _UNENFORCEABLE or key in ("pattern", "format"):
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: loosened(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_VALUES:
+            out[key] = loosened(value)
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            out[key] = [loosened(sub) for sub in value]
+        else:
+            out[key] = value  # enum and const values, type, required, …
+    return out
 
 
 def prepare_schema(schema: Any) -> dict[str, Any]:

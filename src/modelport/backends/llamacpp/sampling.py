@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelport.backends.llamacpp.grammar import grammar_for
+from modelport.backends.llamacpp.output_grammar import OutputGrammar
 from modelport.core.errors import InvalidRequest
 from modelport.core.types import ChatRequest, Sampling
 
@@ -42,7 +42,9 @@ class SamplingPlan:
     stop: tuple[str, ...] = ()
     logit_bias: dict[int, float] = field(default_factory=dict)
     top_a: float | None = None
-    grammar: str | None = None  # GBNF text
+    grammar: str | None = None  # GBNF text, from the first token
+    resume_grammar: str | None = None  # GBNF text, after the engine closed a think block
+    grammar_param: str = "response_format"  # the request field the grammar comes from
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `Llama.generate` (typical-p is not in the API: disabled)."""
@@ -58,8 +60,11 @@ class SamplingPlan:
         }
 
 
-def plan_sampling(request: ChatRequest, *, n_vocab: int) -> SamplingPlan:
-    """Validate `request`'s sampling settings; `InvalidRequest` names the offending field."""
+def plan_sampling(
+    request: ChatRequest, *, n_vocab: int, grammar: OutputGrammar | None = None
+) -> SamplingPlan:
+    """Validate `request`'s sampling settings; `InvalidRequest` names the offending field.
+    `grammar`: what the output must look like (`output_grammar.output_grammar`)."""
     s = request.sampling
     _check_ranges(s)
     bias = dict(s.logit_bias or {})
@@ -83,7 +88,9 @@ def plan_sampling(request: ChatRequest, *, n_vocab: int) -> SamplingPlan:
         stop=s.stop,
         logit_bias=bias,
         top_a=s.top_a or None,
-        grammar=grammar_for(request.response_format),
+        grammar=grammar.first if grammar else None,
+        resume_grammar=grammar.after_think if grammar else None,
+        grammar_param=grammar.param if grammar else "response_format",
     )
 
 

@@ -282,7 +282,12 @@ class Worker:
         if max_tokens is None or max_tokens > room:
             # A documented choice: an output limit beyond the context is clamped, not refused.
             max_tokens, limit_reason = room, "context_full"
-        grammar = self._grammar(llm, plan.grammar)
+        grammar = self._grammar(llm, plan.grammar, plan.grammar_param)
+        resume_grammar = (
+            grammar
+            if plan.resume_grammar == plan.grammar
+            else self._grammar(llm, plan.resume_grammar, plan.grammar_param)
+        )
         cached = self._reusable_prefix(llm, tokens)
 
         job.ctx.usage = Usage(n_prompt, 0, cached_tokens=cached)
@@ -301,11 +306,13 @@ class Worker:
         finish: tuple[FinishReason, str] | None = None
         thinking = ThinkTracker(info, job.starts_thinking, job.think_budget)
 
-        def sample(sequence: list[int]) -> Generator[int, Any, None]:
+        def sample(sequence: list[int], resumed: bool) -> Generator[int, Any, None]:
+            # Each call starts the grammar afresh: after the engine closed a think block, the
+            # grammar for the answer alone.
             return llm.generate(
                 sequence,
                 logits_processor=llama_cpp.LogitsProcessorList(processors) if processors else None,
-                grammar=grammar,
+                grammar=resume_grammar if resumed else grammar,
                 **plan.generate_kwargs(),
             )
 
@@ -362,7 +369,7 @@ class Worker:
 
     @staticmethod
     def _with_budget(
-        sample: Callable[[list[int]], Generator[int, Any, None]],
+        sample: Callable[[list[int], bool], Generator[int, Any, None]],
         prompt: list[int],
         thinking: ThinkTracker,
         info: ModelInfo,
@@ -372,13 +379,15 @@ class Worker:
         (forced=True) and sampling goes on from there: llama.cpp reuses the KV cache, so only
         the closing tokens are evaluated anew."""
         history = list(prompt)
+        resumed = False
         while True:
             if thinking.must_close():
                 for token in info.think_close_text:
                     thinking.observe(token)
                     history.append(token)
                     yield token, True
-            tokens = sample(history)
+                resumed = True
+            tokens = sample(history, resumed)
             try:
                 for token in tokens:
                     thinking.observe(token)
@@ -427,7 +436,7 @@ class Worker:
         return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
     @staticmethod
-    def _grammar(llm: llama_cpp.Llama, gbnf: str | None) -> LlamaGrammar | None:
+    def _grammar(llm: llama_cpp.Llama, gbnf: str | None, param: str) -> LlamaGrammar | None:
         if gbnf is None:
             return None
         # llama.cpp returns NULL for a grammar it cannot parse, and a NULL sampler in the
@@ -435,8 +444,7 @@ class Worker:
         probe = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
         if not probe:
             raise InvalidRequest(
-                "response_format: the grammar for this schema was rejected by llama.cpp",
-                param="response_format",
+                f"{param}: the grammar for this schema was rejected by llama.cpp", param=param
             )
         llama_cpp.llama_sampler_free(probe)
         return LlamaGrammar.from_string(gbnf)
