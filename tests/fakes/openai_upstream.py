@@ -1,7 +1,7 @@
 """A scripted OpenAI-compatible upstream: a real aiohttp server on 127.0.0.1, for tests.
 
-It speaks the wire protocol (`POST /v1/chat/completions` as SSE or one JSON body,
-`GET /v1/models`), answers what a test scripted, and records every request it received and
+It speaks the wire protocol (`POST /v1/chat/completions` and `POST /v1/completions`, each as
+SSE or one JSON body, `GET /v1/models`), answers what a test scripted, and records every request it received and
 whether the client went away mid-stream.
 
     async with FakeOpenAIUpstream() as fake:           # or: fake.start_in_thread() -> base URL
@@ -91,6 +91,9 @@ def _message_text(message: Mapping[str, Any]) -> str:
 
 
 def _last_user_text(body: Any) -> str:
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if isinstance(prompt, str):
+        return prompt  # a text completion: its whole prompt
     messages = body.get("messages") if isinstance(body, dict) else None
     for message in reversed(messages or []):
         if isinstance(message, dict) and message.get("role") == "user":
@@ -160,6 +163,7 @@ class FakeOpenAIUpstream:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that goes away cancels the handler, which records it.
         runner = web.AppRunner(
@@ -269,7 +273,9 @@ class FakeOpenAIUpstream:
         await response.prepare(request)
         end = "\r\n" if script.crlf else "\n"
         options = body.get("stream_options") or {}
-        chunks = self._chunks(script, bool(options.get("include_usage")))
+        chunks = self._chunks(
+            script, bool(options.get("include_usage")), text_completion="prompt" in body
+        )
         for sent, chunk in enumerate(chunks):
             if script.delay:
                 await asyncio.sleep(script.delay)
@@ -320,7 +326,12 @@ class FakeOpenAIUpstream:
             return script.finish_reason
         return "tool_calls" if script.tool_calls else "stop"
 
-    def _chunks(self, script: Script, include_usage: bool) -> list[dict[str, Any]]:
+    def _chunks(
+        self, script: Script, include_usage: bool, *, text_completion: bool = False
+    ) -> list[dict[str, Any]]:
+        if text_completion:
+            return self._text_chunks(script, include_usage)
+
         def chunk(delta: dict[str, Any], **extra: Any) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "finish_reason": None, **extra}
             return {
@@ -370,7 +381,42 @@ class FakeOpenAIUpstream:
             chunks.append(usage_chunk)
         return chunks
 
+    def _text_chunks(self, script: Script, include_usage: bool) -> list[dict[str, Any]]:
+        """`/v1/completions` chunks: the raw text in `choices[0].text` (reasoning and tool
+        calls do not exist there: a script for it has only text)."""
+
+        def chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            return {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [choice],
+            }
+
+        chunks = [chunk(piece) for piece in script.text]
+        if not script.omit_finish_reason:
+            chunks.append(chunk("", self._finish(script)))
+        if include_usage and script.send_usage:
+            usage_chunk = chunk("")
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self._usage(script)
+            chunks.append(usage_chunk)
+        return chunks
+
     def _completion(self, script: Script, body: Any) -> dict[str, Any]:
+        if isinstance(body, dict) and "prompt" in body:
+            finish = None if script.omit_finish_reason else self._finish(script)
+            text_choice = {"index": 0, "text": "".join(script.text), "finish_reason": finish}
+            return {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 0,
+                "model": body.get("model", "fake"),
+                "choices": [text_choice],
+                "usage": self._usage(script),
+            }
         message: dict[str, Any] = {"role": "assistant", "content": "".join(script.text) or None}
         if script.reasoning:
             message[script.reasoning_field] = "".join(script.reasoning)

@@ -120,7 +120,7 @@ class OpenAICompatEngine:
             context_length=self.card.context_length,
             stream=ctx.incremental,
             thinking_budget=thinking_budget(self.card, request),
-            thinking_off=self.card.thinking_turned_off(request.reasoning),
+            enable_thinking=self.card.thinking_switch(request.reasoning),
         )
         try:
             response = await self._post(encode_request_body(body))

@@ -143,6 +143,16 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         or Qwen's /no_think) must be used."""
         return self.thinking == "hybrid" and not self.thinks(reasoning)
 
+    def thinking_switch(self, reasoning: Reasoning) -> bool | None:
+        """The value of a hybrid model's `enable_thinking` switch for these settings: False
+        when turned off, True when asked for explicitly, None to leave the template's default
+        (thinking) alone, and for models without the switch."""
+        if self.thinking != "hybrid":
+            return None
+        if self.thinking_turned_off(reasoning):
+            return False
+        return True if reasoning.enabled else None
+
     def sampling_defaults(self, reasoning: Reasoning) -> SamplingDefaults | None:
         modes = self.default_parameters
         return modes.thinking if self.thinks(reasoning) else modes.non_thinking

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from modelport.core.catalog import ModelCard, ThinkingMode
@@ -58,3 +59,15 @@ def test_no_budget_without_thinking_or_without_a_setting() -> None:
     assert thinking_budget(card(), request(1000, enabled=False, max_tokens=50)) is None
     assert thinking_budget(card("none"), request(1000, effort="high")) is None
     assert thinking_budget(card("always"), request(1000, effort="none", max_tokens=50)) == 50
+
+
+def test_only_hybrid_models_get_a_thinking_switch() -> None:
+    hybrid = ModelCard(id="h", name="h", description="", context_length=1, thinking="hybrid")
+    off, on = Reasoning(effort="none"), Reasoning(enabled=True)
+    assert hybrid.thinking_switch(off) is False
+    assert hybrid.thinking_switch(on) is True
+    assert hybrid.thinking_switch(Reasoning(effort="high")) is None  # the template's default
+    for mode in ("always", "none"):
+        card = msgspec.structs.replace(hybrid, thinking=mode)
+        assert card.thinking_switch(off) is None
+        assert card.thinking_switch(on) is None

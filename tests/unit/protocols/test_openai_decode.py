@@ -248,6 +248,13 @@ def test_stream_options_and_template_kwargs() -> None:
     assert options.stream and options.include_usage
     assert request.chat_template_kwargs == {"enable_thinking": False}
     assert request.extensions == {}
+    # The engines' own switch counts as reasoning.enabled (defaults, budgets, Ollama's
+    # soft switch follow it); an explicit reasoning setting wins.
+    assert request.reasoning.enabled is False
+    explicit, _ = decode(
+        chat_template_kwargs={"enable_thinking": False}, reasoning={"enabled": True}
+    )
+    assert explicit.reasoning.enabled is True
 
 
 def test_max_completion_tokens_wins_over_max_tokens() -> None:

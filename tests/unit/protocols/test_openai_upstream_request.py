@@ -271,16 +271,17 @@ def test_thinking_switch_and_chat_template_kwargs() -> None:
         reasoning=Reasoning(effort="low", enabled=False),
         chat_template_kwargs={"custom": 1},
     )
-    body = body_for(request, "vllm")
+    body = body_for(request, "vllm", enable_thinking=False)
     assert body["chat_template_kwargs"] == {"custom": 1, "enable_thinking": False}
     assert body["reasoning_effort"] == "low"
     # The client's own enable_thinking wins over the derived one.
     mine = msgspec.structs.replace(request, chat_template_kwargs={"enable_thinking": True})
-    assert body_for(mine, "sglang")["chat_template_kwargs"] == {"enable_thinking": True}
+    sglang = body_for(mine, "sglang", enable_thinking=False)
+    assert sglang["chat_template_kwargs"] == {"enable_thinking": True}
     # Ollama ignores chat_template_kwargs, so it is not sent.
-    assert "chat_template_kwargs" not in body_for(request, "ollama")
-    off = ChatRequest(model="m", messages=(user("hi"),), reasoning=Reasoning(effort="none"))
-    assert body_for(off, "llamacpp_server")["chat_template_kwargs"] == {"enable_thinking": False}
+    assert "chat_template_kwargs" not in body_for(request, "ollama", enable_thinking=False)
+    # A model without the switch (the backend passes None) gets none.
+    assert body_for(request, "vllm")["chat_template_kwargs"] == {"custom": 1}
 
 
 def test_extensions_pass_through_without_overriding_what_the_gateway_sets() -> None:
@@ -380,10 +381,10 @@ def test_ollama_gets_the_no_think_soft_switch_in_the_last_user_message() -> None
         messages=(user("first"), Message("assistant", (TextPart("ok"),)), user("second")),
         reasoning=Reasoning(effort="none"),
     )
-    body = body_for(request, "ollama", thinking_off=True)
+    body = body_for(request, "ollama", enable_thinking=False)
     assert [m["content"] for m in body["messages"]] == ["first", "ok", "second /no_think"]
     assert "chat_template_kwargs" not in body
     # Other engines take the template switch instead and their messages stay as written.
-    vllm = body_for(request, "vllm", thinking_off=True)
+    vllm = body_for(request, "vllm", enable_thinking=False)
     assert vllm["messages"][-1]["content"] == "second"
     assert vllm["chat_template_kwargs"] == {"enable_thinking": False}

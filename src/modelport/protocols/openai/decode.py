@@ -164,9 +164,13 @@ def _reasoning(parsed: wire.ChatCompletionRequest) -> Reasoning:
     config = parsed.reasoning or wire.ReasoningConfig()
     effort = config.effort or parsed.reasoning_effort
     exclude = bool(config.exclude) or parsed.include_reasoning is False
-    return Reasoning(
-        effort=effort, max_tokens=config.max_tokens, enabled=config.enabled, exclude=exclude
-    )
+    enabled = config.enabled
+    switch = (parsed.chat_template_kwargs or {}).get("enable_thinking")
+    if enabled is None and isinstance(switch, bool):
+        # vLLM's and SGLang's own switch, as clients of those engines send it: the same as
+        # reasoning.enabled, so defaults, budgets and dialects without the kwargs follow it.
+        enabled = switch
+    return Reasoning(effort=effort, max_tokens=config.max_tokens, enabled=enabled, exclude=exclude)
 
 
 def to_canonical(parsed: wire.ChatCompletionRequest, extensions: dict[str, Any]) -> ChatRequest:

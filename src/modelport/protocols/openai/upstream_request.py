@@ -27,15 +27,17 @@ def build_request_body(
     context_length: int | None = None,
     stream: bool = True,
     thinking_budget: int | None = None,
-    thinking_off: bool = False,
+    enable_thinking: bool | None = None,
 ) -> dict[str, Any]:
     """The JSON body for POST /chat/completions. A stream always asks for a usage chunk; a
     whole answer (`stream=False`, for clients that read only the whole) carries usage anyway.
 
     Only fields the request sets are sent (an explicit 0 is set); `extensions` fill in keys the
     gateway did not set itself and never override them. `thinking_budget` goes where the
-    dialect's engine reads one; `thinking_off` (a hybrid model asked not to think) becomes the
-    "/no_think" soft switch on dialects that need it.
+    dialect's engine reads one. `enable_thinking` is the switch of a hybrid model (None for
+    models without one, or when the request leaves it to the template): it becomes
+    `chat_template_kwargs.enable_thinking`, and off becomes the "/no_think" soft switch on
+    dialects that drop the kwargs.
     """
     body: dict[str, Any] = {
         "model": model,
@@ -76,11 +78,8 @@ def build_request_body(
         body["verbosity"] = request.verbosity
     if rules.chat_template_kwargs:
         template_kwargs = dict(request.chat_template_kwargs or {})
-        enabled = reasoning.enabled
-        if enabled is None and reasoning.effort == "none":
-            enabled = False
-        if rules.thinking_switch and enabled is not None:
-            template_kwargs.setdefault("enable_thinking", enabled)
+        if rules.thinking_switch and enable_thinking is not None:
+            template_kwargs.setdefault("enable_thinking", enable_thinking)
         if template_kwargs:
             body["chat_template_kwargs"] = template_kwargs
     if thinking_budget is not None and rules.budget_path:
@@ -89,7 +88,7 @@ def build_request_body(
         for key in parents:
             target = target.setdefault(key, {})
         target[last] = thinking_budget
-    if thinking_off and rules.soft_switch:
+    if enable_thinking is False and rules.soft_switch:
         _append_to_last_user_message(body["messages"], " /no_think")
     for key, value in request.extensions.items():
         body.setdefault(key, value)
