@@ -1,8 +1,8 @@
 """A scripted OpenAI-compatible upstream: a real aiohttp server on 127.0.0.1, for tests.
 
 It speaks the wire protocol (`POST /v1/chat/completions` and `POST /v1/completions`, each as
-SSE or one JSON body, `GET /v1/models`), answers what a test scripted, and records every request it received and
-whether the client went away mid-stream.
+SSE or one JSON body, `GET /v1/models`), answers what a test scripted, and records every
+request it received and whether the client went away mid-stream.
 
     async with FakeOpenAIUpstream() as fake:           # or: fake.start_in_thread() -> base URL
         fake.enqueue(Script(text=["Hel", "lo"], usage=(5, 2)))   # FIFO
