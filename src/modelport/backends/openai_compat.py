@@ -13,23 +13,50 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 from modelport.backends import http1
 from modelport.backends.base import CallContext
-from modelport.core.catalog import ModelCard, OpenAICompatBackend
+from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
 from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
-from modelport.core.events import Event, Start
+from modelport.core.events import (
+    Event,
+    Logprobs,
+    ReasoningDelta,
+    Start,
+    Stop,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
 from modelport.core.reasoning import thinking_budget
-from modelport.core.types import ChatRequest
-from modelport.parsers.relay import ParsedRelay, call_checker_for, output_parser_for
-from modelport.protocols.openai.dialects import DIALECTS
+from modelport.core.types import ChatRequest, ResponseFormat, ToolChoice
+from modelport.parsers.base import Reasoning
+from modelport.parsers.relay import (
+    ParsedRelay,
+    answer_parser_for,
+    call_checker_for,
+    output_parser_for,
+)
+from modelport.parsers.think import CLOSE_TAG, ThinkParser
+from modelport.protocols.openai.dialects import DIALECTS, budget_method
+from modelport.protocols.openai.messages import openai_messages, openai_tool
 from modelport.protocols.openai.sse import SSEParser
 from modelport.protocols.openai.upstream_errors import error_for_status
-from modelport.protocols.openai.upstream_request import build_request_body, encode_request_body
+from modelport.protocols.openai.upstream_request import (
+    build_completion_body,
+    build_request_body,
+    encode_request_body,
+)
 from modelport.protocols.openai.upstream_stream import StreamTranslator
+from modelport.protocols.qwen3.prompt import render_prompt
+from modelport.tokenizers.qwen3 import qwen3_tokenizer
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -67,8 +94,14 @@ class OpenAICompatEngine:
         self._rules = DIALECTS[config.dialect]
         self._model = config.upstream_model or card.id
         base = config.url.rstrip("/")
-        self._endpoint = base + "/chat/completions"
+        self._endpoints = {"chat": base + "/chat/completions", "text": base + "/completions"}
         self._where = _display_url(base)
+        try:
+            self._budget = budget_method(
+                self._rules, config.thinking_budget, dialect=config.dialect
+            )
+        except ValueError as exc:
+            raise ConfigError(f"backend {self.name} of {card.id}: thinking_budget: {exc}") from None
         self._secret = api_key or None
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         headers.update(config.headers)
@@ -77,7 +110,7 @@ class OpenAICompatEngine:
         self._headers = headers
         self._read_timeout = config.timeout if config.read_timeout is None else config.read_timeout
         self._client: http1.Client | None = None
-        self._request: http1.Request | None = None
+        self._prepared: dict[str, http1.Request] = {}
 
     async def start(self) -> None:
         if self._client is None:
@@ -100,8 +133,14 @@ class OpenAICompatEngine:
 
         Closing the generator early closes the upstream response, so the upstream sees the
         disconnect and stops generating. With `parse_output`, the upstream's text is the
-        model's raw output and goes through modelport's Qwen3 parsers.
+        model's raw output and goes through modelport's Qwen3 parsers. A thinking budget on an
+        upstream without a budget parameter takes Qwen's two passes (`_two_pass`).
         """
+        if self._budget == "two_pass":
+            budget = thinking_budget(self.card, request)
+            if budget is not None:
+                relay = ParsedRelay(answer_parser_for(self.card, request), request)
+                return _parsed(self._two_pass(request, ctx, budget), relay)
         if self.config.parse_output:
             parser = output_parser_for(self.card, request, preopened=self.card.thinking == "always")
         else:
@@ -110,7 +149,7 @@ class OpenAICompatEngine:
             return self._stream(request, ctx)  # no extra generator hop on the hot path
         return _parsed(self._stream(request, ctx), ParsedRelay(parser, request))
 
-    async def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+    def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer
         # packets and less parsing than a stream, and the same events come out.
         body = build_request_body(
@@ -119,11 +158,32 @@ class OpenAICompatEngine:
             rules=self._rules,
             context_length=self.card.context_length,
             stream=ctx.incremental,
-            thinking_budget=thinking_budget(self.card, request),
+            thinking_budget=(
+                thinking_budget(self.card, request) if self._budget == "parameter" else None
+            ),
             enable_thinking=self.card.thinking_switch(request.reasoning),
         )
+        return self._exchange("chat", body, ctx)
+
+    async def _exchange(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        ctx: CallContext,
+        *,
+        start: bool = True,
+        on_usage: Callable[[Usage], None] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """One upstream call: POST `body` to `endpoint` ("chat" or "text") and translate the
+        answer into events, `Start` first unless `start` is False. The latest usage goes to
+        `on_usage` (default: `ctx.usage`) as it arrives, for billing a stream cut short."""
+
+        def record(usage: Usage) -> None:
+            ctx.usage = usage
+
+        report = on_usage or record
         try:
-            response = await self._post(encode_request_body(body))
+            response = await self._post(encode_request_body(body), endpoint)
             complete = False
             try:
                 if response.status >= 300:
@@ -139,20 +199,22 @@ class OpenAICompatEngine:
                 if response.content_type == "application/json":
                     # A whole answer: asked for, or from an upstream that ignores `stream`.
                     events = translator.feed(None, await self._read(response))
-                    yield Start(model=self.card.id, backend=self.name)
+                    if start:
+                        yield Start(model=self.card.id, backend=self.name)
                 else:
                     # The upstream accepted the request: start now, so the client's response
                     # headers go out while the first token is still being generated.
-                    yield Start(model=self.card.id, backend=self.name)
+                    if start:
+                        yield Start(model=self.card.id, backend=self.name)
                     events = []
                     async with aclosing(self._events(response, translator)) as batches:
                         async for batch in batches:
                             if translator.usage is not None:
-                                ctx.usage = translator.usage
+                                report(translator.usage)
                             for event in batch:
                                 yield event
                 if translator.usage is not None:
-                    ctx.usage = translator.usage
+                    report(translator.usage)
                 events.extend(translator.finish())
                 for event in events:
                     yield event
@@ -167,16 +229,145 @@ class OpenAICompatEngine:
         except ModelportError as exc:
             raise self._scrub(exc) from None
 
-    async def _post(self, body: bytes) -> http1.Response:
+    async def _two_pass(
+        self, request: ChatRequest, ctx: CallContext, budget: int
+    ) -> AsyncGenerator[Event, None]:
+        """Qwen's two-pass thinking budget, for upstreams without a budget parameter.
+
+        Pass 1 is the chat request with max_tokens = the budget and `</think>` as its stop
+        string: the model thinks until it closes the block or the budget runs out, and its
+        reasoning streams to the client as it comes. Pass 2 renders the conversation with
+        Qwen3's template (`protocols/qwen3/prompt.py`), appends the reasoning in a closed think
+        block (after a line telling the model to answer now, when the budget cut it off), and
+        continues over /completions with max_tokens = what is left of the output limit. Its
+        raw text is the answer, parsed for tool calls in the card's format. Usage is one
+        answer's: pass 1's prompt, both passes' generated tokens, pass 1's as reasoning.
+        An upstream that answers within pass 1 (it ignored the stop string) is relayed as is.
+        """
+        card, rules = self.card, self._rules
+        preopened = card.thinking == "always"
+        first: Usage | None = None
+        finish: Stop | None = None
+        reasoning: list[str] = []
+        answered = False
+        if budget > 0:
+            thinking = msgspec.structs.replace(
+                request,
+                max_output_tokens=budget,
+                sampling=msgspec.structs.replace(request.sampling, stop=(CLOSE_TAG,)),
+                # The answer's constraints wait for pass 2: they would stop the thinking.
+                response_format=ResponseFormat(),
+                tool_choice=(
+                    ToolChoice("auto")
+                    if request.tool_choice.mode in ("required", "named")
+                    else request.tool_choice
+                ),
+                logprobs=False,
+                top_logprobs=None,
+            )
+            body = build_request_body(
+                thinking,
+                model=self._model,
+                rules=rules,
+                context_length=card.context_length,
+                stream=ctx.incremental,
+                enable_thinking=card.thinking_switch(request.reasoning),
+            )
+            # Raw text opens with the tag on hybrid models; an upstream's reasoning parser
+            # took the tags away, so text it did not label reasoning is reasoning still (the
+            # stop string ended the output before the block closed).
+            splitter = ThinkParser(
+                "open" if self.config.parse_output and not preopened else "preopened"
+            )
+            labelled = False
+            async with aclosing(self._exchange("chat", body, ctx)) as events:
+                async for event in events:
+                    if isinstance(event, ReasoningDelta):
+                        labelled = True
+                        reasoning.append(event.text)
+                        yield event
+                    elif isinstance(event, TextDelta):
+                        if labelled and not self.config.parse_output:
+                            answered = True
+                            yield event
+                            continue
+                        for piece in splitter.feed(event.text):
+                            if isinstance(piece, Reasoning):
+                                reasoning.append(piece.text)
+                                yield ReasoningDelta(0, piece.text)
+                            else:
+                                answered = True
+                                yield TextDelta(0, piece.text)
+                    elif isinstance(event, ToolCallStart | ToolCallDelta):
+                        answered = True
+                        yield event
+                    elif isinstance(event, Usage):
+                        first = event
+                    elif isinstance(event, Stop):
+                        finish = event
+                    elif not isinstance(event, Logprobs):
+                        yield event  # Start
+            for piece in splitter.finish():
+                if isinstance(piece, Reasoning):
+                    reasoning.append(piece.text)
+                    yield ReasoningDelta(0, piece.text)
+                else:
+                    answered = True
+                    yield TextDelta(0, piece.text)
+            if answered or finish is None:
+                for held in (first, finish):
+                    if held is not None:
+                        yield held
+                return
+        thought = "".join(reasoning).strip("\n")
+        if finish is not None and finish.finish_reason == "length":
+            thought += TIME_IS_UP
+        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
+        prompt = render_prompt(
+            openai_messages(request.messages, for_template=True),
+            tools if tools and request.tool_choice.mode != "none" else None,
+            preopen_think=preopened,
+        )
+        prompt += ("" if preopened else OPEN_THINK) + thought + "\n</think>\n\n"
+        used = first.completion_tokens if first is not None else _count(thought)
+        limit = request.max_output_tokens or card.max_output_tokens
+        left = None if limit is None else limit - used
+        if left is not None and left < 1:
+            # The budget took the whole output limit: the thinking is the answer, cut off.
+            if budget == 0:
+                yield Start(model=card.id, backend=self.name)
+            yield _one_answer(first, None, used)
+            yield Stop("length", "length")
+            return
+        body = build_completion_body(
+            request,
+            model=self._model,
+            rules=rules,
+            prompt=prompt,
+            max_tokens=left,
+            stream=ctx.incremental,
+        )
+
+        def record(usage: Usage) -> None:
+            ctx.usage = _one_answer(first, usage, used)
+
+        async with aclosing(
+            self._exchange("text", body, ctx, start=budget == 0, on_usage=record)
+        ) as events:
+            async for event in events:
+                yield _one_answer(first, event, used) if isinstance(event, Usage) else event
+
+    async def _post(self, body: bytes, endpoint: str = "chat") -> http1.Response:
         client = self._client
         if client is None:
             await self.start()
             client = self._client
             assert client is not None
-        prepared = self._request
+        prepared = self._prepared.get(endpoint)
         if prepared is None:
             try:
-                prepared = self._request = client.prepare("POST", self._endpoint, self._headers)
+                prepared = client.prepare("POST", self._endpoints[endpoint], self._headers)
+                self._prepared[endpoint] = prepared
             except ValueError as exc:
                 raise UpstreamError(f"request to upstream {self._where} failed: {exc}") from None
         try:
@@ -278,3 +469,32 @@ async def _parsed(
         async for event in events:
             for parsed in relay.feed(event):
                 yield parsed
+
+
+# Appended to reasoning the budget cut off, so that pass 2 answers rather than thinking on.
+TIME_IS_UP = "\n\nI have run out of time to think, so I will answer now with what I have."
+OPEN_THINK = "<think>\n"
+
+
+def _one_answer(first: Usage | None, second: Usage | None, thought_tokens: int) -> Usage:
+    """The usage of a two-pass answer as the client sees one answer: pass 1's prompt (pass 2's
+    prompt repeats it with the reasoning), every token generated, pass 1's as reasoning."""
+    generated = second.completion_tokens if second is not None else 0
+    if first is None:
+        prompt = second.prompt_tokens if second is not None else 0
+        cached = second.cached_tokens if second is not None else 0
+    else:
+        prompt, cached = first.prompt_tokens, first.cached_tokens
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=thought_tokens + generated,
+        reasoning_tokens=thought_tokens,
+        cached_tokens=cached,
+    )
+
+
+def _count(text: str) -> int:
+    """Qwen3 tokens in `text` (an upstream that sent no usage for pass 1), or 0 without the
+    tokenizer."""
+    tokenizer = qwen3_tokenizer()
+    return tokenizer.count(text) if tokenizer is not None and text else 0

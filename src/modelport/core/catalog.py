@@ -84,6 +84,12 @@ class OpenAICompatBackend(
     # The upstream returns the model's raw text (no reasoning or tool-call parser on its side,
     # e.g. vLLM without --reasoning-parser): modelport parses <think> and tool calls itself.
     parse_output: bool = False
+    # How a thinking budget is enforced: "parameter" (the engine's own budget field, where
+    # the dialect has one), "two_pass" (Qwen's method: think up to the budget over
+    # /chat/completions, then continue after the closed think block over /completions),
+    # "off" (not enforced), or "auto": the parameter where the dialect has one, else two passes
+    # where the upstream takes raw prompts, else off.
+    thinking_budget: Literal["auto", "parameter", "two_pass", "off"] = "auto"
     name: str | None = None
     priority: int = 0
     weight: int = 1

@@ -37,15 +37,31 @@ def output_parser_for(
 ) -> Qwen3OutputParser | None:
     """The parser for this model's output, or None for plain text (a model that does not
     think and no tool format in use). `preopened`: the prompt ends inside a think block."""
-    content: ContentParser | Literal["json"] | None = None
-    if _tools_in_use(request) and card.tool_format == "qwen3_json":
-        content = "json"
-    elif _tools_in_use(request) and card.tool_format == "qwen3_coder_xml":
-        content = Qwen3CoderXmlToolParser({tool.name: tool.parameters for tool in request.tools})
+    content = _content_parser(card, request)
     if card.thinking == "none" and content is None:
         return None
     thinking: ThinkMode = "preopened" if preopened else "open"
     return _parser(request, thinking if card.thinks(request.reasoning) else "off", content)
+
+
+def answer_parser_for(card: ModelCard, request: ChatRequest) -> Qwen3OutputParser:
+    """The parser for output that starts after a closed think block (the second pass of the
+    two-pass thinking budget): reasoning arrives separately (`feed_reasoning`); the text is the
+    answer, with tool calls in the card's format when the request offers tools."""
+    return _parser(request, "off", _content_parser(card, request))
+
+
+def _content_parser(
+    card: ModelCard, request: ChatRequest
+) -> ContentParser | Literal["json"] | None:
+    """The tool-call parser for the card's format, when the request offers tools."""
+    if not _tools_in_use(request):
+        return None
+    if card.tool_format == "qwen3_json":
+        return "json"
+    if card.tool_format == "qwen3_coder_xml":
+        return Qwen3CoderXmlToolParser({tool.name: tool.parameters for tool in request.tools})
+    return None
 
 
 def _tools_in_use(request: ChatRequest) -> bool:

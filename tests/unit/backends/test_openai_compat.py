@@ -15,7 +15,7 @@ from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScri
 
 from modelport.backends.base import CallContext
 from modelport.backends.openai_compat import OpenAICompatEngine
-from modelport.core.catalog import ModelCard, OpenAICompatBackend
+from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
 from modelport.core.collect import collect
 from modelport.core.errors import (
     ContextLengthExceeded,
@@ -440,3 +440,45 @@ async def test_the_fake_also_serves_from_its_own_thread(engines: Engines) -> Non
         assert [model["id"] for model in listed["data"]] == ["fake-model"]
     finally:
         upstream.stop_thread()
+
+
+@pytest.mark.parametrize(
+    ("dialect", "setting", "method"),
+    [
+        ("vllm", "auto", "parameter"),
+        ("sglang", "auto", "parameter"),
+        ("llamacpp_server", "auto", "parameter"),
+        ("generic", "auto", "two_pass"),
+        ("raw", "auto", "two_pass"),
+        ("ollama", "auto", "off"),  # its /completions wraps the prompt in the template
+        ("vllm", "two_pass", "two_pass"),  # e.g. vLLM started without a reasoning config
+        ("vllm", "off", "off"),
+    ],
+)
+def test_how_each_dialect_enforces_a_thinking_budget(
+    dialect: str, setting: str, method: str
+) -> None:
+    config = OpenAICompatBackend(
+        url="http://127.0.0.1:9/v1",
+        dialect=dialect,  # type: ignore[arg-type]
+        thinking_budget=setting,  # type: ignore[arg-type]
+    )
+    engine = OpenAICompatEngine(
+        config, ModelCard(id="m", name="m", description="", context_length=8), api_key=None
+    )
+    assert engine._budget == method
+
+
+@pytest.mark.parametrize(("dialect", "setting"), [("ollama", "two_pass"), ("generic", "parameter")])
+def test_a_budget_method_the_dialect_lacks_is_a_configuration_error(
+    dialect: str, setting: str
+) -> None:
+    config = OpenAICompatBackend(
+        url="http://127.0.0.1:9/v1",
+        dialect=dialect,  # type: ignore[arg-type]
+        thinking_budget=setting,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ConfigError, match="thinking_budget"):
+        OpenAICompatEngine(
+            config, ModelCard(id="m", name="m", description="", context_length=8), api_key=None
+        )

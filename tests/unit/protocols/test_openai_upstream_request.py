@@ -338,7 +338,9 @@ def test_the_dialect_table_in_the_docs_matches_the_code() -> None:
             f"`{field}`" if field else "not sent (dropped from the history)",
             "yes" if rules.chat_template_kwargs else "no",
             ", ".join(sampling) or "none",
-            f"`{'.'.join(rules.budget_path)}`" if rules.budget_path else "not sent",
+            f"`{'.'.join(rules.budget_path)}`"
+            if rules.budget_path
+            else ("two passes" if rules.raw_prompts else "not enforced"),
             off,
         ]
     documented = _documented_dialects()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 from modelport.core.catalog import Dialect
 
@@ -36,6 +37,9 @@ class DialectRules:
     # Where the engine reads a per-request thinking budget in tokens (a path of keys in the
     # body), or None when it has none: the budget is then not enforced upstream.
     budget_path: tuple[str, ...] | None = None
+    # Whether POST /completions takes the prompt as raw text, which Qwen's two-pass thinking
+    # budget needs (Ollama wraps it in the model's template).
+    raw_prompts: bool = True
     # Whether thinking is turned off with Qwen's "/no_think" soft switch in the last user
     # message (for engines that drop chat_template_kwargs).
     soft_switch: bool = False
@@ -84,6 +88,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
             chat_template_kwargs=False,
             thinking_switch=False,
             soft_switch=True,
+            raw_prompts=False,
             sampling_names=_names(),
         ),
         # A strict OpenAI-API upstream (OpenAI itself answers 400 to fields it does not know):
@@ -96,3 +101,24 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
         ),
     }
 )
+
+
+BudgetMethod = Literal["parameter", "two_pass", "off"]
+
+
+def budget_method(rules: DialectRules, configured: str, *, dialect: str) -> BudgetMethod:
+    """How a thinking budget is enforced on an upstream of this dialect, given the backend's
+    `thinking_budget` setting; ValueError when the setting asks for what the dialect lacks."""
+    if configured == "auto":
+        if rules.budget_path:
+            return "parameter"
+        return "two_pass" if rules.raw_prompts else "off"
+    if configured == "parameter":
+        if not rules.budget_path:
+            raise ValueError(f"the {dialect} dialect has no thinking budget parameter")
+        return "parameter"
+    if configured == "two_pass":
+        if not rules.raw_prompts:
+            raise ValueError(f"{dialect} upstreams do not take raw prompts at /completions")
+        return "two_pass"
+    return "off"

@@ -58,15 +58,9 @@ def build_request_body(
     if request.max_output_tokens is not None:
         limit = request.max_output_tokens
         body["max_tokens"] = min(limit, context_length) if context_length else limit
-    response_format = request.response_format
-    if response_format.type == "json_object":
-        body["response_format"] = {"type": "json_object"}
-    elif response_format.type == "json_schema":
-        schema: dict[str, Any] = {"name": response_format.name or "response"}
-        if response_format.schema is not None:
-            schema["schema"] = response_format.schema
-        schema["strict"] = response_format.strict
-        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    response_format = _response_format(request)
+    if response_format is not None:
+        body["response_format"] = response_format
     if request.logprobs:
         body["logprobs"] = True
         if request.top_logprobs is not None:
@@ -95,6 +89,33 @@ def build_request_body(
     return body
 
 
+def build_completion_body(
+    request: ChatRequest,
+    *,
+    model: str,
+    rules: DialectRules,
+    prompt: str,
+    max_tokens: int | None,
+    stream: bool = True,
+) -> dict[str, Any]:
+    """The JSON body for POST /completions with a raw `prompt` (the second pass of Qwen's
+    thinking budget): the request's sampling, stop strings and response format, and
+    `max_tokens` when there is a limit. Logprobs are not asked for (the text completions
+    format for them differs, and the pass's tokens would not line up with the answer)."""
+    body: dict[str, Any] = {"model": model, "prompt": prompt, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    _sampling(request, rules, body)
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    response_format = _response_format(request)
+    if response_format is not None:
+        body["response_format"] = response_format
+    for key, value in request.extensions.items():
+        body.setdefault(key, value)
+    return body
+
+
 def _append_to_last_user_message(messages: list[dict[str, Any]], suffix: str) -> None:
     for message in reversed(messages):
         if message.get("role") != "user":
@@ -105,6 +126,19 @@ def _append_to_last_user_message(messages: list[dict[str, Any]], suffix: str) ->
         else:
             message["content"] = (content or "") + suffix
         return
+
+
+def _response_format(request: ChatRequest) -> dict[str, Any] | None:
+    response_format = request.response_format
+    if response_format.type == "json_object":
+        return {"type": "json_object"}
+    if response_format.type == "json_schema":
+        schema: dict[str, Any] = {"name": response_format.name or "response"}
+        if response_format.schema is not None:
+            schema["schema"] = response_format.schema
+        schema["strict"] = response_format.strict
+        return {"type": "json_schema", "json_schema": schema}
+    return None
 
 
 def encode_request_body(body: dict[str, Any]) -> bytes:

@@ -1,5 +1,6 @@
 """Translating an upstream's stream: OpenAI `chat.completion.chunk` payloads (or one whole
-`chat.completion`) -> canonical events for one response. Pure: no I/O.
+`chat.completion`; or `text_completion` chunks from /completions, whose text is answer text)
+-> canonical events for one response. Pure: no I/O.
 
 `StreamTranslator` numbers content blocks, holds back the finish reason and usage until the
 end, and raises a `core.errors` type for an error the upstream sends inside the stream (mapped
@@ -67,7 +68,9 @@ class _Choice(msgspec.Struct):
     message: _Delta | None = None  # a whole chat.completion, from upstreams that ignore `stream`
     finish_reason: str | None = None
     stop_reason: int | str | None = None  # vLLM: the stop string or token id that ended it
+    # A /completions choice's logprobs object has other keys: it decodes with content None.
     logprobs: _ChoiceLogprobs | None = None
+    text: str | None = None  # a /completions choice: the raw text
 
 
 class _CompletionDetails(msgspec.Struct):
@@ -233,8 +236,11 @@ class StreamTranslator:
             if delta.tool_calls:
                 for position, call in enumerate(delta.tool_calls):
                     self._tool_call(call, position, out)
-        if choice.logprobs is not None and choice.logprobs.content:
-            entries = tuple(_token_logprob(entry) for entry in choice.logprobs.content)
+        if choice.text:
+            self._text(_TEXT, choice.text, out)
+        logprobs = choice.logprobs
+        if logprobs is not None and logprobs.content:
+            entries = tuple(_token_logprob(entry) for entry in logprobs.content)
             if self._pending_logprobs:
                 entries = (*self._pending_logprobs, *entries)
                 self._pending_logprobs = []
