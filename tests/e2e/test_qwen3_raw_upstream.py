@@ -15,6 +15,8 @@ import pytest
 from tests.e2e.server import RunningServer
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
 
+from modelport.tokenizers.qwen3 import qwen3_tokenizer
+
 pytestmark = pytest.mark.e2e
 
 HYBRID = "qwen/qwen3-8b"
@@ -263,3 +265,36 @@ def test_arguments_that_break_the_tool_schema_are_an_error(
         )
     assert info.value.status_code == 502
     assert "'city' is a required property" in info.value.message
+
+
+def qwen3_count(text: str) -> int:
+    tokenizer = qwen3_tokenizer()
+    assert tokenizer is not None
+    return tokenizer.count(text)
+
+
+def test_reasoning_tokens_are_counted_when_the_upstream_reports_none(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    # An engine returning raw text knows nothing of reasoning: its usage says 0. The think
+    # block as the model wrote it, tags included, is counted with Qwen3's tokenizer.
+    block = "<think>\nThe user greets me; 我应该回答。\n</think>"
+    upstream.on("COUNT", Script(text=[block[:20], block[20:] + "\n\nHello!"], usage=(9, 40)))
+    for stream in (False, True):
+        if stream:
+            chunks = list(
+                client.chat.completions.create(
+                    model=HYBRID,
+                    messages=ask("COUNT"),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            usage = chunks[-1].usage
+        else:
+            usage = client.chat.completions.create(model=HYBRID, messages=ask("COUNT")).usage
+        assert usage is not None
+        assert usage.completion_tokens == 40
+        assert usage.completion_tokens_details is not None
+        assert usage.completion_tokens_details.reasoning_tokens == qwen3_count(block)
+        assert qwen3_count(block) > 5

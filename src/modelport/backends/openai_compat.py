@@ -40,6 +40,7 @@ from modelport.core.types import ChatRequest, ResponseFormat, ToolChoice
 from modelport.parsers.base import Reasoning
 from modelport.parsers.relay import (
     ParsedRelay,
+    ReasoningCounter,
     answer_parser_for,
     call_checker_for,
     output_parser_for,
@@ -56,7 +57,7 @@ from modelport.protocols.openai.upstream_request import (
 )
 from modelport.protocols.openai.upstream_stream import StreamTranslator
 from modelport.protocols.qwen3.prompt import render_prompt
-from modelport.tokenizers.qwen3 import qwen3_tokenizer
+from modelport.tokenizers.qwen3 import Qwen3Tokenizer, qwen3_tokenizer
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -111,8 +112,12 @@ class OpenAICompatEngine:
         self._read_timeout = config.timeout if config.read_timeout is None else config.read_timeout
         self._client: http1.Client | None = None
         self._prepared: dict[str, http1.Request] = {}
+        self._tokenizer: Qwen3Tokenizer | None = None
 
     async def start(self) -> None:
+        if self.card.thinking != "none" and self._tokenizer is None:
+            # 0.2 s of reading a 2.5 MB vocabulary: once, off the event loop.
+            self._tokenizer = await asyncio.to_thread(qwen3_tokenizer)
         if self._client is None:
             # No connection limit: every stream holds a connection; admission limits concurrency.
             self._client = http1.Client(
@@ -145,9 +150,19 @@ class OpenAICompatEngine:
             parser = output_parser_for(self.card, request, preopened=self.card.thinking == "always")
         else:
             parser = call_checker_for(request)
+        counter = self._reasoning_counter(request)
         if parser is None:
+            if counter is not None:
+                return _counted(self._stream(request, ctx), counter)
             return self._stream(request, ctx)  # no extra generator hop on the hot path
-        return _parsed(self._stream(request, ctx), ParsedRelay(parser, request))
+        return _parsed(self._stream(request, ctx), ParsedRelay(parser, request, counter=counter))
+
+    def _reasoning_counter(self, request: ChatRequest) -> ReasoningCounter | None:
+        """For a thinking request: counts reasoning tokens when the upstream reports none
+        (Qwen3's tokenizer, loaded at start-up for thinking models)."""
+        if not self.card.thinks(request.reasoning) or self._tokenizer is None:
+            return None
+        return ReasoningCounter(self._tokenizer.count, preopened=self.card.thinking == "always")
 
     def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer
@@ -329,7 +344,10 @@ class OpenAICompatEngine:
             preopen_think=preopened,
         )
         prompt += ("" if preopened else OPEN_THINK) + thought + "\n</think>\n\n"
-        used = first.completion_tokens if first is not None else _count(thought)
+        if first is not None:
+            used = first.completion_tokens
+        else:  # an upstream that sent no usage for pass 1
+            used = self._tokenizer.count(thought) if self._tokenizer is not None else 0
         limit = request.max_output_tokens or card.max_output_tokens
         left = None if limit is None else limit - used
         if left is not None and left < 1:
@@ -493,8 +511,16 @@ def _one_answer(first: Usage | None, second: Usage | None, thought_tokens: int) 
     )
 
 
-def _count(text: str) -> int:
-    """Qwen3 tokens in `text` (an upstream that sent no usage for pass 1), or 0 without the
-    tokenizer."""
-    tokenizer = qwen3_tokenizer()
-    return tokenizer.count(text) if tokenizer is not None and text else 0
+async def _counted(
+    events: AsyncGenerator[Event, None], counter: ReasoningCounter
+) -> AsyncGenerator[Event, None]:
+    """Events as they are, with reasoning_tokens counted when the upstream reported none."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, ReasoningDelta):
+                counter.labelled(event.text)
+            elif isinstance(event, TextDelta):
+                counter.raw(event.text)
+            elif isinstance(event, Usage):
+                event = counter.usage(event)
+            yield event

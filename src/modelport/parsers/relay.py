@@ -10,6 +10,7 @@ renumbered into the same blocks, and the finish reason follows what was found. P
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from modelport.core.catalog import ModelCard
@@ -29,7 +30,7 @@ from modelport.core.types import ChatRequest
 from modelport.parsers.base import ContentParser
 from modelport.parsers.qwen3 import Qwen3OutputParser, Qwen3Summary
 from modelport.parsers.qwen3_coder_xml import Qwen3CoderXmlToolParser
-from modelport.parsers.think import ThinkMode
+from modelport.parsers.think import CLOSE_TAG, OPEN_TAG, ThinkMode
 
 
 def output_parser_for(
@@ -116,13 +117,58 @@ def malformed_error(
     return None
 
 
+class ReasoningCounter:
+    """Counts the reasoning tokens of an answer whose upstream reported none (an engine that
+    returns raw text, or one whose usage has no reasoning_tokens): the think block as the model
+    wrote it, tags included, re-tokenized with `count` (Qwen3's tokenizer). From raw text the
+    block is cut out exactly; from reasoning an upstream already separated, the tags and the
+    newlines around them are put back as Qwen3 writes them."""
+
+    def __init__(self, count: Callable[[str], int], *, preopened: bool) -> None:
+        self._count = count
+        self._preopened = preopened
+        self._raw: list[str] = []
+        self._labelled: list[str] = []
+
+    def raw(self, text: str) -> None:
+        self._raw.append(text)
+
+    def labelled(self, text: str) -> None:
+        self._labelled.append(text)
+
+    def usage(self, usage: Usage) -> Usage:
+        """`usage` with reasoning_tokens filled in, when the upstream left them at 0."""
+        if usage.reasoning_tokens:
+            return usage
+        block = self._block()
+        if not block:
+            return usage
+        reasoning = min(self._count(block), usage.completion_tokens)
+        return Usage(usage.prompt_tokens, usage.completion_tokens, reasoning, usage.cached_tokens)
+
+    def _block(self) -> str:
+        if self._labelled:
+            opening = "" if self._preopened else OPEN_TAG + "\n"
+            return opening + "".join(self._labelled).strip("\n") + "\n" + CLOSE_TAG
+        raw = "".join(self._raw)
+        if self._preopened:
+            start = 0
+        else:
+            start = raw.find(OPEN_TAG)
+            if start < 0 or raw[:start].strip():
+                return ""  # no think block: the model answered straight away
+        end = raw.find(CLOSE_TAG, start)
+        return raw[start:] if end < 0 else raw[start : end + len(CLOSE_TAG)]
+
+
 class ParsedRelay:
     """Canonical events with raw model text in, parsed events out (one event at a time).
 
     `keep_logprobs`: a `Logprobs` event that directly follows a text delta whose parsed output
     ended in answer text is kept, renumbered to that block (the local engine sends each
     piece's entries right after its text); otherwise logprobs are dropped, since token entries
-    no longer line up with the parsed blocks."""
+    no longer line up with the parsed blocks. `counter` (for upstreams): fills in
+    reasoning_tokens the upstream did not report."""
 
     def __init__(
         self,
@@ -130,22 +176,28 @@ class ParsedRelay:
         request: ChatRequest | None = None,
         *,
         keep_logprobs: bool = False,
+        counter: ReasoningCounter | None = None,
     ) -> None:
         self._parser = parser
         self._request = request
         self._usage: Usage | None = None
         self._keep_logprobs = keep_logprobs
         self._text_block: int | None = None  # the answer block the last text delta ended in
+        self._counter = counter
 
     def feed(self, event: Event) -> list[Event]:
         text_block, self._text_block = self._text_block, None
         parser = self._parser
         if isinstance(event, TextDelta):
+            if self._counter is not None:
+                self._counter.raw(event.text)
             events = parser.feed(event.text)
             if events and isinstance(events[-1], TextDelta):
                 self._text_block = events[-1].index
             return events
         if isinstance(event, ReasoningDelta):
+            if self._counter is not None:
+                self._counter.labelled(event.text)
             return parser.feed_reasoning(event.text)
         if isinstance(event, ToolCallStart | ToolCallDelta):
             return parser.feed_external_call(event)
@@ -172,4 +224,6 @@ class ParsedRelay:
 
     def _held_usage(self) -> list[Event]:
         usage, self._usage = self._usage, None
-        return [usage] if usage is not None else []
+        if usage is None:
+            return []
+        return [self._counter.usage(usage) if self._counter is not None else usage]

@@ -15,7 +15,7 @@ from modelport.core.events import (
 )
 from modelport.core.types import ChatRequest, TokenLogprob, Tool
 from modelport.parsers.qwen3 import Qwen3OutputParser
-from modelport.parsers.relay import ParsedRelay
+from modelport.parsers.relay import ParsedRelay, ReasoningCounter
 
 ENTRY = (TokenLogprob("Hi", -0.1),)
 WEATHER = Tool(
@@ -100,3 +100,31 @@ def test_an_upstream_call_cut_by_max_tokens_ends_with_length() -> None:
     r.feed(ToolCallDelta(0, '{"city": 7}'))
     (last,) = r.feed(Stop("length", "length"))
     assert isinstance(last, Error)
+
+
+def characters(text: str) -> int:
+    return len(text)  # a stand-in tokenizer: one token per character
+
+
+def test_reasoning_tokens_counted_from_the_raw_think_block() -> None:
+    counter = ReasoningCounter(characters, preopened=False)
+    counter.raw("  <think>\nab")
+    counter.raw("c\n</think>\n\nanswer")
+    assert counter.usage(Usage(5, 100)).reasoning_tokens == len("<think>\nabc\n</think>")
+    # An upstream that reported reasoning tokens keeps its own count.
+    assert counter.usage(Usage(5, 100, 7)).reasoning_tokens == 7
+    # Never more than were generated.
+    assert counter.usage(Usage(5, 3)).reasoning_tokens == 3
+
+
+def test_reasoning_tokens_of_labelled_or_preopened_reasoning() -> None:
+    labelled = ReasoningCounter(characters, preopened=False)
+    labelled.labelled("\nabc\n")
+    assert labelled.usage(Usage(5, 100)).reasoning_tokens == len("<think>\nabc\n</think>")
+    preopened = ReasoningCounter(characters, preopened=True)
+    preopened.raw("abc\n</think>\n\nanswer")
+    assert preopened.usage(Usage(5, 100)).reasoning_tokens == len("abc\n</think>")
+    # No think block: an answer straight away counts no reasoning.
+    plain = ReasoningCounter(characters, preopened=False)
+    plain.raw("Just an answer with <think> inside")
+    assert plain.usage(Usage(5, 100)).reasoning_tokens == 0
