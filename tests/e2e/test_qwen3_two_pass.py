@@ -260,3 +260,37 @@ def test_without_a_budget_one_pass_as_before(
     (only,) = fake.requests
     assert only.path == "/v1/chat/completions"
     assert "stop" not in only.body
+
+
+def test_excluded_reasoning_is_hidden_but_counted(
+    client: openai.OpenAI, fake: FakeOpenAIUpstream
+) -> None:
+    for stream in (False, True):
+        fake.enqueue(
+            Script(reasoning=["secret thoughts"], finish_reason="length", usage=(8, 20)),
+            Script(text=["Visible."], usage=(30, 2)),
+        )
+        reasoning = {"max_tokens": 20, "exclude": True}
+        if stream:
+            chunks = list(
+                ask(
+                    client,
+                    "Hide it",
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body={"reasoning": reasoning},
+                )
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            said = [c.choices[0].delta.model_extra for c in chunks if c.choices]
+            assert not any((extra or {}).get("reasoning") for extra in said)
+            usage = chunks[-1].usage
+        else:
+            answer = ask(client, "Hide it", extra_body={"reasoning": reasoning})
+            text = answer.choices[0].message.content
+            assert not answer.choices[0].message.model_extra.get("reasoning")
+            usage = answer.usage
+        assert text == "Visible."
+        # Billed all the same: the thinking happened.
+        assert usage.completion_tokens == 22
+        assert usage.completion_tokens_details.reasoning_tokens == 20
