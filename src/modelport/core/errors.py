@@ -36,7 +36,23 @@ class InvalidRequest(ModelportError):
 
 
 class ContextLengthExceeded(InvalidRequest):
+    """The prompt (with the output it asks for) does not fit the model's context. The numbers,
+    where known, let each protocol word it its own way (Anthropic clients parse
+    "prompt is too long: N tokens > M maximum")."""
+
     code = "context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        prompt_tokens: int | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
 
 
 class AuthenticationFailed(ModelportError):

@@ -64,6 +64,7 @@ class Usage(msgspec.Struct, frozen=True, tag="usage"):
 class Stop(msgspec.Struct, frozen=True, tag="stop"):
     finish_reason: FinishReason
     native_finish_reason: str | None = None
+    stop_sequence: str | None = None  # the client's stop string that ended the answer, if one
 
 
 class Error(msgspec.Struct, frozen=True, tag="error"):

@@ -217,7 +217,7 @@ class ParsedRelay:
             if error is not None:
                 return [*events, Error(error)]
             finish = summary.finish_reason(event.finish_reason)
-            return [*events, Stop(finish, event.native_finish_reason)]
+            return [*events, Stop(finish, event.native_finish_reason, event.stop_sequence)]
         if isinstance(event, Error):
             return [*self._held_usage(), event]
         return [event]

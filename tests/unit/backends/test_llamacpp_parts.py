@@ -53,7 +53,14 @@ def test_stop_string_spanning_pieces_is_cut_and_nothing_after_it_leaks() -> None
     assert assembler.feed(b"N") == ""
     assert assembler.feed(b"D and more") == ""
     assert assembler.stopped
+    assert assembler.matched == "END"  # which one, for Anthropic's stop_sequence
     assert assembler.feed(b"later") == "" and assembler.finish() == ""
+
+
+def test_the_earliest_stop_string_is_the_one_matched() -> None:
+    assembler = TextAssembler(("world", "lo"))
+    assert assembler.feed(b"Hello world") == "Hel"
+    assert assembler.matched == "lo"
 
 
 def test_held_text_is_released_when_it_turns_out_not_to_be_a_stop() -> None:

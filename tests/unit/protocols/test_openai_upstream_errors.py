@@ -111,3 +111,25 @@ def test_error_detail_reads_the_usual_shapes() -> None:
     assert error_detail(b"   ") is None
     long = error_detail(b"x" * 5000)
     assert long is not None and len(long) < 600
+
+
+@pytest.mark.parametrize(
+    ("message", "numbers"),
+    [
+        (
+            "This model's maximum context length is 40960 tokens. However, you requested "
+            "50000 tokens (49000 in the messages, 1000 in the completion).",
+            (50000, 40960),
+        ),
+        ("prompt is too long: 210000 tokens > 200000 maximum", (210000, 200000)),
+        ("the request exceeds the available context size", (None, None)),
+    ],
+)
+def test_context_overflow_keeps_the_numbers_when_the_upstream_gives_them(
+    message: str, numbers: tuple[int | None, int | None]
+) -> None:
+    error = error_for_status(
+        400, json.dumps({"error": {"message": message}}).encode(), upstream="u", model="m"
+    )
+    assert isinstance(error, ContextLengthExceeded)
+    assert (error.prompt_tokens, error.limit) == numbers

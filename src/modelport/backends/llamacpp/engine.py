@@ -241,7 +241,10 @@ def _events_of(message: WorkerMessage, *, parsed: bool) -> list[Event]:
             events.append(Logprobs(index=0, entries=message.logprobs))
         return events
     if isinstance(message, Done):
-        return [message.usage, Stop(message.finish_reason, message.native_finish_reason)]
+        return [
+            message.usage,
+            Stop(message.finish_reason, message.native_finish_reason, message.stop_sequence),
+        ]
     if isinstance(message, Failed):
         return [Error(message.error)]
     return []  # Ready: only the first message, handled before Start

@@ -23,6 +23,7 @@ class TextAssembler:
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text
         # Characters decoded so far and characters released: positions for logprob alignment.
         self.decoded = 0
         self.released = 0
@@ -56,8 +57,9 @@ class TextAssembler:
         if not self._stops:
             self._held = ""
             return text
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self._stops if (i := text.find(s)) >= 0]
+        if found:
+            cut, self.matched = min(found)
             self.stopped = True
             self._held = ""
             return text[:cut]

@@ -96,6 +96,7 @@ class Done:
     usage: Usage
     finish_reason: FinishReason
     native_finish_reason: str
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,8 @@ class Worker:
                 f"This model's maximum context length is {info.n_ctx} tokens. "
                 f"However, your messages resulted in {n_prompt} tokens.",
                 param="messages",
+                prompt_tokens=n_prompt,
+                limit=info.n_ctx,
             )
         room = info.n_ctx - n_prompt
         max_tokens, limit_reason = request.max_output_tokens, "length"
@@ -365,7 +368,7 @@ class Worker:
         if tail or rest:
             job.emit(Piece(tail, rest))
         usage = Usage(n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached)
-        return Done(usage, finish[0], finish[1])
+        return Done(usage, finish[0], finish[1], assembler.matched)
 
     @staticmethod
     def _with_budget(

@@ -30,6 +30,29 @@ _CONTEXT_WORDING = re.compile(
 )
 
 
+# The numbers in vLLM's wording ("maximum context length is 40960 tokens. However, you
+# requested 41000 tokens (…)") and in Anthropic's ("prompt is too long: 41000 tokens > 40960
+# maximum").
+_VLLM_NUMBERS = re.compile(
+    r"maximum context length is (\d+) tokens.*?(?:requested|resulted in|have) (\d+) tokens",
+    re.IGNORECASE | re.DOTALL,
+)
+_ANTHROPIC_NUMBERS = re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I)
+
+
+def _context_exceeded(detail: str) -> ContextLengthExceeded:
+    """The error for an upstream's context overflow, with its numbers when it gave them."""
+    found = _VLLM_NUMBERS.search(detail)
+    if found:
+        limit, prompt = int(found.group(1)), int(found.group(2))
+        return ContextLengthExceeded(detail, prompt_tokens=prompt, limit=limit)
+    found = _ANTHROPIC_NUMBERS.search(detail)
+    if found:
+        prompt, limit = int(found.group(1)), int(found.group(2))
+        return ContextLengthExceeded(detail, prompt_tokens=prompt, limit=limit)
+    return ContextLengthExceeded(detail)
+
+
 def error_for_status(
     status: int,
     body: bytes,
@@ -103,14 +126,14 @@ def upstream_error(
         elif isinstance(code, str) and code.isdigit():
             status = int(code)
         elif code == "context_length_exceeded" or _CONTEXT_WORDING.search(detail):
-            return ContextLengthExceeded(detail)
+            return _context_exceeded(detail)
         else:
             where = f"upstream {upstream}" if upstream else "upstream"
             return UpstreamError(f"{where} reported an error: {detail}")
     where = f"upstream {upstream}" if upstream else "upstream"
     if status in (400, 413, 422):
         if _CONTEXT_WORDING.search(detail):
-            return ContextLengthExceeded(detail)
+            return _context_exceeded(detail)
         return InvalidRequest(detail)
     if status in (401, 403):
         return UpstreamError(
