@@ -33,6 +33,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     llama_threads: int = 1  # default n_threads for llama.cpp backends that set none
     key_cache_ttl: float = 5.0  # seconds an API key lookup is trusted before re-reading
     max_request_bytes: int = 32 * 1024 * 1024
+    # The model the Anthropic door serves for Claude model ids ("claude-…"), which Claude
+    # Code sends unless ANTHROPIC_MODEL is set; None: such ids are a 404 that says so.
+    claude_model: str | None = None
     # [[models]] entries from the config file, merged into the shipped catalog by id
     models: tuple[dict[str, Any], ...] = ()
     # Secrets referenced as "env:NAME" in the config file, resolved here at load time.

@@ -46,6 +46,14 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that can count a request's prompt tokens without generating (Anthropic's
+    count_tokens): exactly where it tokenizes as its engine does, else None."""
+
+    async def count_tokens(self, request: ChatRequest) -> int | None: ...
+
+
+@runtime_checkable
 class Closeable(Protocol):
     async def aclose(self) -> None: ...
 

@@ -115,7 +115,8 @@ class OpenAICompatEngine:
         self._tokenizer: Qwen3Tokenizer | None = None
 
     async def start(self) -> None:
-        if self.card.thinking != "none" and self._tokenizer is None:
+        qwen3 = self.card.tool_format != "none" or self.card.thinking != "none"
+        if qwen3 and self._tokenizer is None:
             # 0.2 s of reading a 2.5 MB vocabulary: once, off the event loop.
             self._tokenizer = await asyncio.to_thread(qwen3_tokenizer)
         if self._client is None:
@@ -157,9 +158,28 @@ class OpenAICompatEngine:
             return self._stream(request, ctx)  # no extra generator hop on the hot path
         return _parsed(self._stream(request, ctx), ParsedRelay(parser, request, counter=counter))
 
+    async def count_tokens(self, request: ChatRequest) -> int | None:
+        """For Qwen3 models: the prompt rendered with Qwen3's chat template and counted with
+        its tokenizer, as the engine will count it (Qwen3-Coder's template lays out tools
+        differently, so with tools its count is close rather than exact). None for others."""
+        card = self.card
+        if self._tokenizer is None:
+            return None
+        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
+        try:
+            prompt = render_prompt(
+                openai_messages(request.messages, for_template=True),
+                tools if tools and request.tool_choice.mode != "none" else None,
+                enable_thinking=card.thinking_switch(request.reasoning),
+                preopen_think=card.thinking == "always",
+            )
+        except ValueError:
+            return None  # content the text template cannot show (images)
+        return await asyncio.to_thread(self._tokenizer.count, prompt)
+
     def _reasoning_counter(self, request: ChatRequest) -> ReasoningCounter | None:
         """For a thinking request: counts reasoning tokens when the upstream reports none
-        (Qwen3's tokenizer, loaded at start-up for thinking models)."""
+        (Qwen3's tokenizer, loaded at start-up for Qwen3 models)."""
         if not self.card.thinks(request.reasoning) or self._tokenizer is None:
             return None
         return ReasoningCounter(self._tokenizer.count, preopened=self.card.thinking == "always")

@@ -34,6 +34,7 @@ class Completion(msgspec.Struct, frozen=True):
     usage: Usage
     finish_reason: FinishReason
     native_finish_reason: str | None
+    stop_sequence: str | None = None  # the client's stop string that ended the answer
 
 
 async def collect(events: AsyncIterable[object]) -> Completion:
@@ -80,4 +81,5 @@ async def collect(events: AsyncIterable[object]) -> Completion:
         usage=usage,
         finish_reason=stop.finish_reason,
         native_finish_reason=stop.native_finish_reason,
+        stop_sequence=stop.stop_sequence,
     )

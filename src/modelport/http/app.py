@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelport.core.errors import InternalError, MethodNotAllowed, ModelportError, NotFound
-from modelport.http import openai_routes
+from modelport.http import anthropic_routes, openai_routes
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
 from modelport.http.exchange import Exchange
 from modelport.http.rsgi import RSGIExchange
 from modelport.http.state import AppState
+from modelport.protocols.anthropic import errors as anthropic_errors
 from modelport.protocols.openai.errors import error_body
 from modelport.settings import Settings
 
@@ -23,20 +24,47 @@ log = logging.getLogger("modelport.http")
 Handler = Callable[[AppState, Exchange], Awaitable[None]]
 
 OPENAI_PREFIXES = ("/v1", "/api/gpt/v1")
+# Anthropic clients take a base URL without /v1 (ANTHROPIC_BASE_URL=http://host/api/anthropic);
+# one given with /v1 sends /v1/v1/messages, which is served as well.
+ANTHROPIC_PREFIXES = ("/v1", "/api/anthropic/v1", "/v1/v1", "/api/anthropic/v1/v1")
+MODEL_PREFIXES = (*OPENAI_PREFIXES, *ANTHROPIC_PREFIXES[1:])
 
 
 def _route_table() -> dict[str, dict[str, Handler]]:
     table: dict[str, dict[str, Handler]] = {}
     for prefix in OPENAI_PREFIXES:
         table[prefix + "/chat/completions"] = {"POST": openai_routes.chat_completions}
-        table[prefix + "/models"] = {"GET": openai_routes.list_models}
+        table[prefix + "/models"] = {"GET": _list_models}
+    for prefix in ANTHROPIC_PREFIXES:
+        table[prefix + "/messages"] = {"POST": anthropic_routes.messages}
+        table[prefix + "/messages/count_tokens"] = {"POST": anthropic_routes.count_tokens}
+    for prefix in ANTHROPIC_PREFIXES[1:]:
+        table[prefix + "/models"] = {"GET": anthropic_routes.list_models}
     table["/health"] = {"GET": _health}
     return table
 
 
+def _speaks_anthropic(exchange: Exchange) -> bool:
+    """Whether the client speaks Anthropic's API: its paths, or its version header (which
+    every Anthropic client sends; /v1/models serves both kinds of client)."""
+    path = exchange.path
+    return (
+        path.startswith("/api/anthropic/")
+        or "/messages" in path
+        or exchange.header("anthropic-version") is not None
+    )
+
+
+async def _list_models(state: AppState, exchange: Exchange) -> None:
+    if exchange.header("anthropic-version") is not None:
+        await anthropic_routes.list_models(state, exchange)
+    else:
+        await openai_routes.list_models(state, exchange)
+
+
 def _model_path(path: str) -> str | None:
-    """The model id in `/v1/models/{id}` (under either prefix), or None."""
-    for prefix in OPENAI_PREFIXES:
+    """The model id in `/v1/models/{id}` (under any prefix), or None."""
+    for prefix in MODEL_PREFIXES:
         head = prefix + "/models/"
         if path.startswith(head) and len(path) > len(head):
             return path[len(head) :]
@@ -76,6 +104,9 @@ class App:
             if methods is None:
                 if self.state is not None and exchange.method == "GET":
                     model_id = _model_path(exchange.path)
+                    if model_id and _speaks_anthropic(exchange):
+                        await anthropic_routes.get_model(self.state, exchange, model_id)
+                        return
                     if model_id:
                         await openai_routes.get_model(self.state, exchange, model_id)
                         return
@@ -97,10 +128,16 @@ class App:
 
     @staticmethod
     async def _respond_error(exchange: Exchange, error: ModelportError) -> None:
+        """The error in the shape of the client's protocol: Anthropic's for its paths and
+        clients, OpenAI's otherwise."""
         headers = []
         if error.retry_after is not None:
             headers.append(("retry-after", str(max(1, round(error.retry_after)))))
-        await exchange.respond(error.status, error_body(error), headers=headers)
+        if _speaks_anthropic(exchange):
+            body = anthropic_errors.error_body(error)
+        else:
+            body = error_body(error)
+        await exchange.respond(error.status, body, headers=headers)
 
     # ---------------------------------------------------------------- RSGI (granian)
 

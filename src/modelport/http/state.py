@@ -8,6 +8,7 @@ import logging
 from modelport.backends.base import Closeable, Route, Startable
 from modelport.backends.registry import build_routes
 from modelport.core.catalog import Catalog
+from modelport.protocols.anthropic.models import encode_model_list as anthropic_model_list
 from modelport.protocols.openai.models import encode_model_list
 from modelport.services.catalog import load_catalog
 from modelport.services.inference import InferenceService
@@ -35,6 +36,9 @@ class AppState:
         self.routes = routes
         self.inference = InferenceService(catalog, routes)
         self.models_body = encode_model_list(catalog)
+        self.anthropic_models_body = anthropic_model_list(
+            card for card in catalog.models if not card.hidden
+        )
 
     @classmethod
     async def build(cls, settings: Settings) -> AppState:

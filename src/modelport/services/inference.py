@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 
 import msgspec
 
-from modelport.backends.base import Backend, CallContext, Route
+from modelport.backends.base import Backend, CallContext, Route, TokenCounter
 from modelport.core.catalog import Catalog, ModelCard, with_default_sampling
 from modelport.core.errors import (
     BackendUnavailable,
@@ -58,12 +58,15 @@ NOT_CONFIGURED = (
 
 
 class Generation(msgspec.Struct, frozen=True):
-    """A started generation: its id, the model card, and the event stream (Start first)."""
+    """A started generation: its id, the model card, and the event stream (Start first).
+    `prompt_tokens`: the prompt's size as far as the backend knew it at the start (the local
+    engine counts before it starts; upstreams report at the end), else None."""
 
     request_id: str
     card: ModelCard
     events: AsyncGenerator[Event, None]
     created: int
+    prompt_tokens: int | None = None
 
 
 class InferenceService:
@@ -124,9 +127,23 @@ class InferenceService:
                 await stream.aclose()
                 raise InternalError(f"backend {backend.name} did not start its stream with Start")
             events = self._relay(first, stream, ctx, principal, started)
-            return Generation(ctx.request_id, card, events, int(time.time()))
+            known = ctx.usage.prompt_tokens if ctx.usage is not None else None
+            return Generation(ctx.request_id, card, events, int(time.time()), known)
         assert last_error is not None
         raise last_error
+
+    async def count_tokens(self, principal: Principal, request: ChatRequest) -> int:
+        """The prompt tokens `request` would take (Anthropic's count_tokens): counted by the
+        first backend that can count them exactly, else estimated from the text's length."""
+        card = resolve_model(self._catalog, request.model)
+        if request.model != card.id:
+            request = msgspec.structs.replace(request, model=card.id)
+        for backend in self._ordered_backends(card):
+            if isinstance(backend, TokenCounter):
+                counted = await backend.count_tokens(request)
+                if counted is not None:
+                    return counted
+        return estimate_tokens(request)
 
     async def _relay(
         self,
@@ -200,3 +217,20 @@ class InferenceService:
             (time.monotonic() - started) * 1000,
             f"{(first_token_at - started) * 1000:.1f}" if first_token_at else None,
         )
+
+
+# Characters per token in English prose and code for BPE tokenizers of this generation: the
+# estimate for models whose tokenizer modelport does not have.
+_CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """A rough prompt size: the text of the messages and tool definitions over four."""
+    size = 0
+    for message in request.messages:
+        size += 4 * _CHARS_PER_TOKEN  # the turn's framing
+        for part in message.parts:
+            size += len(msgspec.json.encode(part))
+    for tool in request.tools:
+        size += len(msgspec.json.encode(tool))
+    return max(1, -(-size // _CHARS_PER_TOKEN))

@@ -147,10 +147,15 @@ def test_stop_after_tool_calls_means_tool_calls_and_vllm_stop_reason_is_native()
         chunk(finish="stop"),
     )
     assert events[-1] == Stop("tool_calls", "stop")
+    # A string stop_reason is the stop string that matched (for Anthropic's stop_sequence);
+    # a token id is not.
     events = translate(chunk({"content": "x"}), chunk(finish="stop", stop_reason="</answer>"))
-    assert events[-1] == Stop("stop", "</answer>")
+    assert events[-1] == Stop("stop", "</answer>", "</answer>")
     events = translate(chunk({"content": "x"}), chunk(finish="stop", stop_reason=151645))
     assert events[-1] == Stop("stop", "151645")
+    # SGLang names it `matched_stop`.
+    sglang = chunk(finish="stop", matched_stop="END")
+    assert translate(chunk({"content": "x"}), sglang)[-1] == Stop("stop", "stop", "END")
 
 
 @pytest.mark.parametrize(

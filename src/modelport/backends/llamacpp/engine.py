@@ -28,7 +28,7 @@ import asyncio
 import threading
 import unicodedata
 from collections.abc import AsyncGenerator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelport.backends.base import CallContext
@@ -48,6 +48,7 @@ from modelport.backends.llamacpp.worker import (
     LoadSpec,
     ModelInfo,
     Piece,
+    VocabCounter,
     Worker,
     WorkerMessage,
 )
@@ -77,6 +78,9 @@ class LlamaCppEngine:
         self._stopping = threading.Event()
         self._workers: list[Worker] = []
         self._info: ModelInfo | None = None
+        self._path: Path | None = None
+        self._counter: VocabCounter | None = None
+        self._counter_lock = asyncio.Lock()
 
     @property
     def n_ctx(self) -> int:
@@ -87,7 +91,7 @@ class LlamaCppEngine:
         if self._workers:
             return
         self._stopping.clear()  # a closed engine may be started again
-        path = await asyncio.to_thread(resolve_model_path, self.config.path)
+        path = self._path = await asyncio.to_thread(resolve_model_path, self.config.path)
         trained = await asyncio.to_thread(read_train_context, path)
         limit = self.config.n_ctx or trained or self.card.context_length
         spec = LoadSpec(
@@ -125,6 +129,22 @@ class LlamaCppEngine:
         for worker in workers:
             await asyncio.to_thread(worker.join)
         self._info = None
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            await asyncio.to_thread(counter.close)
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The request's prompt tokens, exactly as generation would count them: the same
+        template rendering and tokenizer, without taking a worker from generation."""
+        info = self._started()
+        _check_request(request)
+        prompt = self._prompt(info, request)
+        async with self._counter_lock:
+            if self._counter is None:
+                assert self._path is not None
+                self._counter = await asyncio.to_thread(VocabCounter, self._path, info)
+            counter = self._counter
+        return await asyncio.to_thread(counter.count, prompt)
 
     def render_prompt(self, request: ChatRequest) -> str:
         """The prompt text the engine would tokenize for `request` (for tests and debugging)."""

@@ -259,12 +259,7 @@ class Worker:
             return Failed(InternalError(f"llama.cpp engine failed: {type(exc).__name__}: {exc}"))
 
     def _tokenize(self, llm: llama_cpp.Llama, info: ModelInfo, prompt: str) -> list[int]:
-        # special=True: the template's control tokens (<|im_start|>…) must map to their ids.
-        # BOS is added by hand, per the GGUF, unless the template already wrote it.
-        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
-        if info.add_bos and info.bos_id >= 0 and tokens[:1] != [info.bos_id]:
-            tokens.insert(0, info.bos_id)
-        return tokens
+        return prompt_tokens(llm, info, prompt)
 
     def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> Done | Failed:
         request, plan = job.request, job.plan
@@ -480,3 +475,32 @@ class ThinkTracker:
 
     def must_close(self) -> bool:
         return self.inside and self._budget is not None and self._spent >= self._budget
+
+
+def prompt_tokens(llm: llama_cpp.Llama, info: ModelInfo, prompt: str) -> list[int]:
+    """The prompt's tokens as the engine feeds them. special=True: the template's control
+    tokens (<|im_start|>…) map to their ids; BOS is added by hand, per the GGUF, unless the
+    template already wrote it."""
+    tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+    if info.add_bos and info.bos_id >= 0 and tokens[:1] != [info.bos_id]:
+        tokens.insert(0, info.bos_id)
+    return tokens
+
+
+class VocabCounter:
+    """Counts prompt tokens with the model's own tokenizer, beside the workers: a vocab-only
+    `Llama` (no weights, a fraction of a second to load), used by one thread at a time."""
+
+    def __init__(self, path: Path, info: ModelInfo) -> None:
+        with _LOAD_LOCK:
+            self._llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        self._info = info
+        self._lock = threading.Lock()
+
+    def count(self, prompt: str) -> int:
+        with self._lock:
+            return len(prompt_tokens(self._llm, self._info, prompt))
+
+    def close(self) -> None:
+        with self._lock:
+            self._llm.close()

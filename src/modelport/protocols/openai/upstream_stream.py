@@ -68,6 +68,7 @@ class _Choice(msgspec.Struct):
     message: _Delta | None = None  # a whole chat.completion, from upstreams that ignore `stream`
     finish_reason: str | None = None
     stop_reason: int | str | None = None  # vLLM: the stop string or token id that ended it
+    matched_stop: int | str | None = None  # SGLang: the same
     # A /completions choice's logprobs object has other keys: it decodes with content None.
     logprobs: _ChoiceLogprobs | None = None
     text: str | None = None  # a /completions choice: the raw text
@@ -152,6 +153,7 @@ class StreamTranslator:
         "_native",
         "_pending_logprobs",
         "_saw_tool_call",
+        "_stop_sequence",
         "_upstream",
         "done",
         "usage",
@@ -166,6 +168,7 @@ class StreamTranslator:
         self._pending_logprobs: list[TokenLogprob] = []
         self._finish: str | None = None
         self._native: str | None = None
+        self._stop_sequence: str | None = None
         self._saw_tool_call = False
         self.done = False  # `[DONE]` arrived
         self.usage: Usage | None = None  # the latest usage the upstream reported
@@ -220,7 +223,7 @@ class StreamTranslator:
         out: list[Event] = []
         if self.usage is not None:
             out.append(self.usage)
-        out.append(Stop(reason, self._native))
+        out.append(Stop(reason, self._native, self._stop_sequence))
         return out
 
     def _choice(self, choice: _Choice, out: list[Event]) -> None:
@@ -255,6 +258,10 @@ class StreamTranslator:
             self._finish = choice.finish_reason
             native = choice.stop_reason
             self._native = choice.finish_reason if native is None else str(native)
+            for matched in (choice.stop_reason, choice.matched_stop):
+                if isinstance(matched, str) and matched:
+                    self._stop_sequence = matched  # a stop string (token ids are ints)
+                    break
 
     def _open(self, kind: int) -> int:
         self._block += 1
