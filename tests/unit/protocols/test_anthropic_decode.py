@@ -15,6 +15,7 @@ from modelport.core.types import (
     Message,
     Reasoning,
     ReasoningPart,
+    ResponseFormat,
     Sampling,
     TextPart,
     Tool,
@@ -481,7 +482,7 @@ def test_fields_only_anthropic_acts_on_are_ignored() -> None:
         service_tier="auto",
         speed="fast",
         metadata={"user_id": None, "other": 1},
-        output_config={"effort": None, "format": {"type": "json_schema"}, "task_budget": 5},
+        output_config={"effort": None, "task_budget": 5},
     )
     assert request == plain
     assert options == plain_options
@@ -744,3 +745,25 @@ def test_the_body_must_be_a_json_object() -> None:
             decode_messages_request(body)
         with pytest.raises(InvalidRequest):
             decode_count_tokens_request(body)
+
+
+@pytest.mark.parametrize("where", ["output_config", "output_format"])
+def test_structured_output_becomes_a_json_schema_response_format(where: str) -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    fmt = {"type": "json_schema", "schema": schema}
+    extra = (
+        {"output_config": {"format": fmt}} if where == "output_config" else {"output_format": fmt}
+    )
+    request, _ = decode_messages_request(
+        json.dumps(
+            {
+                "model": "m",
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}],
+                **extra,
+            }
+        ).encode()
+    )
+    assert request.response_format == ResponseFormat(
+        "json_schema", schema=schema, name="output", strict=True
+    )

@@ -39,6 +39,7 @@ from modelport.core.types import (
     Part,
     Reasoning,
     ReasoningPart,
+    ResponseFormat,
     Sampling,
     TextPart,
     Tool,
@@ -105,7 +106,19 @@ def _canonical(
         sampling=sampling,
         max_output_tokens=max_output_tokens,
         reasoning=_reasoning(parsed.thinking, parsed.output_config),
+        response_format=_response_format(parsed),
     )
+
+
+def _response_format(parsed: wire.CountTokensRequest) -> ResponseFormat:
+    """Structured output (`output_config.format`, or the beta's `output_format`) as the
+    canonical JSON-schema response format, enforced like OpenAI's `response_format`."""
+    output = parsed.output_config
+    found = output.format if output is not None and output.format is not None else None
+    found = found or parsed.output_format
+    if found is None:
+        return ResponseFormat()
+    return ResponseFormat("json_schema", schema=found.schema, name="output", strict=True)
 
 
 # Errors

@@ -118,8 +118,15 @@ class ThinkingDisabled(msgspec.Struct, frozen=True, tag="disabled"):
 ThinkingConfig = ThinkingEnabled | ThinkingAdaptive | ThinkingBetweenTools | ThinkingDisabled
 
 
+class JSONSchemaFormat(msgspec.Struct, frozen=True, tag="json_schema"):
+    """Structured output: the answer is JSON valid against `schema`."""
+
+    schema: dict[str, Any]
+
+
 class OutputConfig(msgspec.Struct, frozen=True):
     effort: AnthropicEffort | None = None
+    format: JSONSchemaFormat | None = None
 
 
 class Metadata(msgspec.Struct, frozen=True):
@@ -136,6 +143,8 @@ class CountTokensRequest(msgspec.Struct, frozen=True, kw_only=True):
     tool_choice: ToolChoiceParam | None = None
     thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
+    # The structured-outputs beta's spelling of output_config.format.
+    output_format: JSONSchemaFormat | None = None
 
 
 class MessagesRequest(CountTokensRequest, frozen=True, kw_only=True):
