@@ -1,6 +1,9 @@
 """The Anthropic door: Messages (JSON or SSE), count_tokens, and the model list in Anthropic's
 shape. Thin, like the OpenAI door: decode, call the same inference service, encode.
 
+A stream's `message_start` carries the prompt's size: the local engine's count, or for an
+upstream (which reports it only at the end) the count_tokens count.
+
 Claude clients name Claude models: Claude Code sends `claude-…` ids unless ANTHROPIC_MODEL is
 set. Such an id is served by the model the operator names in `MODELPORT_CLAUDE_MODEL`, or
 answered with a 404 that says what to set. `max_tokens` above the model's output limit is
@@ -13,7 +16,7 @@ import msgspec
 
 from modelport.core.catalog import ModelCard
 from modelport.core.collect import collect
-from modelport.core.errors import ModelNotFound
+from modelport.core.errors import ModelNotFound, ModelportError
 from modelport.core.types import ChatRequest
 from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange, unless_disconnected
@@ -45,10 +48,18 @@ async def messages(state: AppState, exchange: Exchange) -> None:
         )
         await exchange.respond(200, body)
         return
+    input_tokens = generation.prompt_tokens
+    if input_tokens is None:
+        # An upstream reports the prompt's size at the end; message_start carries our count
+        # (exact for Qwen3, an estimate otherwise), made while the upstream reads the prompt.
+        try:
+            input_tokens = await state.inference.count_tokens(principal, chat)
+        except ModelportError:
+            input_tokens = 0
     encoder = MessageStreamEncoder(
         message_id=message_id,
         model=generation.card.id,
-        input_tokens=generation.prompt_tokens or 0,
+        input_tokens=input_tokens,
         stop_sequences=stops,
         exclude_reasoning=exclude,
     )
