@@ -45,7 +45,7 @@ class Script:
     tool_calls: Sequence[ToolCallScript] = ()
     finish_reason: str | None = None  # None: "tool_calls" if tool_calls else "stop"
     omit_finish_reason: bool = False
-    stop_reason: int | str | None = None  # vLLM's extra field on the finish chunk
+    stop_reason: int | str | None = None  # vLLM's extra field on the finish (chunk or choice)
     # (prompt, completion) or (prompt, completion, reasoning, cached); None: counted pieces.
     usage: tuple[int, ...] | None = None
     send_usage: bool = True  # when the client asked for it with stream_options
@@ -409,6 +409,8 @@ class FakeOpenAIUpstream:
         if isinstance(body, dict) and "prompt" in body:
             finish = None if script.omit_finish_reason else self._finish(script)
             text_choice = {"index": 0, "text": "".join(script.text), "finish_reason": finish}
+            if script.stop_reason is not None:
+                text_choice["stop_reason"] = script.stop_reason
             return {
                 "id": "cmpl-fake",
                 "object": "text_completion",
@@ -432,6 +434,8 @@ class FakeOpenAIUpstream:
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": None}
         if not script.omit_finish_reason:
             choice["finish_reason"] = self._finish(script)
+            if script.stop_reason is not None:
+                choice["stop_reason"] = script.stop_reason
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",

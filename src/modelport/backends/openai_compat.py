@@ -36,6 +36,7 @@ from modelport.core.events import (
     Usage,
 )
 from modelport.core.reasoning import thinking_budget
+from modelport.core.tokens import estimate_tokens
 from modelport.core.types import ChatRequest, ResponseFormat, ToolChoice
 from modelport.parsers.base import Reasoning
 from modelport.parsers.relay import (
@@ -142,6 +143,28 @@ class OpenAICompatEngine:
         model's raw output and goes through modelport's Qwen3 parsers. A thinking budget on an
         upstream without a budget parameter takes Qwen's two passes (`_two_pass`).
         """
+        limit, context = request.max_output_tokens, self.card.context_length
+        if limit is not None and limit > context // 2:
+            return self._fitted(request, ctx)
+        return self._dispatch(request, ctx)
+
+    async def _fitted(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        """A large max_tokens (Claude Code asks for 128000) lowered to what the context leaves
+        after the prompt: engines refuse prompt + max_tokens beyond their context. The prompt
+        is counted exactly for Qwen3, estimated otherwise; a prompt that alone fills the
+        context is left for the upstream to refuse."""
+        prompt = await self.count_tokens(request)
+        if prompt is None:
+            prompt = estimate_tokens(request)
+        room = self.card.context_length - prompt
+        limit = request.max_output_tokens
+        if limit is not None and 0 < room < limit:
+            request = msgspec.structs.replace(request, max_output_tokens=room)
+        async with aclosing(self._dispatch(request, ctx)) as events:
+            async for event in events:
+                yield event
+
+    def _dispatch(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         if self._budget == "two_pass":
             budget = thinking_budget(self.card, request)
             if budget is not None:

@@ -36,6 +36,7 @@ from modelport.core.events import (
     Usage,
 )
 from modelport.core.ids import request_id
+from modelport.core.tokens import estimate_tokens
 from modelport.core.types import ChatRequest
 from modelport.core.verbosity import apply_verbosity
 from modelport.services.catalog import resolve_model
@@ -217,20 +218,3 @@ class InferenceService:
             (time.monotonic() - started) * 1000,
             f"{(first_token_at - started) * 1000:.1f}" if first_token_at else None,
         )
-
-
-# Characters per token in English prose and code for BPE tokenizers of this generation: the
-# estimate for models whose tokenizer modelport does not have.
-_CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A rough prompt size: the text of the messages and tool definitions over four."""
-    size = 0
-    for message in request.messages:
-        size += 4 * _CHARS_PER_TOKEN  # the turn's framing
-        for part in message.parts:
-            size += len(msgspec.json.encode(part))
-    for tool in request.tools:
-        size += len(msgspec.json.encode(tool))
-    return max(1, -(-size // _CHARS_PER_TOKEN))

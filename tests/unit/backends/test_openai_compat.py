@@ -482,3 +482,22 @@ def test_a_budget_method_the_dialect_lacks_is_a_configuration_error(
         OpenAICompatEngine(
             config, ModelCard(id="m", name="m", description="", context_length=8), api_key=None
         )
+
+
+@pytest.mark.asyncio
+async def test_a_large_max_tokens_leaves_room_for_the_prompt(
+    fake: FakeOpenAIUpstream, engines: Engines
+) -> None:
+    # Engines refuse prompt + max_tokens beyond their context: a limit above half the
+    # context is lowered to what the prompt leaves (estimated here: no tokenizer for this
+    # model), small ones are sent as they are.
+    engine = await engines(fake.base_url)
+    context = CARD.context_length
+    prompt = "word " * (context // 2)  # about half the context in tokens, estimated
+    await events_of(engine, request(prompt, max_output_tokens=context))
+    sent = fake.requests[-1].body["max_tokens"]
+    assert 0 < sent < context - context // 4
+    await events_of(engine, request("short", max_output_tokens=context - 100))
+    assert fake.requests[-1].body["max_tokens"] > context - 200
+    await events_of(engine, request(prompt, max_output_tokens=10))
+    assert fake.requests[-1].body["max_tokens"] == 10

@@ -121,6 +121,11 @@ def test_error_detail_reads_the_usual_shapes() -> None:
             "50000 tokens (49000 in the messages, 1000 in the completion).",
             (50000, 40960),
         ),
+        (
+            "This model's maximum context length is 40960 tokens. However, your request has "
+            "50000 input tokens. Please reduce the length of the input messages.",
+            (50000, 40960),
+        ),
         ("prompt is too long: 210000 tokens > 200000 maximum", (210000, 200000)),
         ("the request exceeds the available context size", (None, None)),
     ],

@@ -390,3 +390,25 @@ def test_ollama_gets_the_no_think_soft_switch_in_the_last_user_message() -> None
     vllm = body_for(request, "vllm", enable_thinking=False)
     assert vllm["messages"][-1]["content"] == "second"
     assert vllm["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "effort", "sent"),
+    [
+        ("vllm", "xhigh", "high"),
+        ("sglang", "minimal", "low"),
+        ("llamacpp_server", "none", None),
+        ("ollama", "medium", "medium"),
+        ("generic", "xhigh", "xhigh"),  # OpenRouter-style providers take every effort
+        ("raw", "minimal", "minimal"),  # so does OpenAI
+    ],
+)
+def test_reasoning_effort_is_sent_as_the_engine_accepts_it(
+    dialect: str, effort: str, sent: str | None
+) -> None:
+    request = ChatRequest(
+        model="m",
+        messages=(user("hi"),),
+        reasoning=Reasoning(effort=effort),  # type: ignore[arg-type]
+    )
+    assert body_for(request, dialect).get("reasoning_effort") == sent

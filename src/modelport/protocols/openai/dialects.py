@@ -43,6 +43,10 @@ class DialectRules:
     # Whether thinking is turned off with Qwen's "/no_think" soft switch in the last user
     # message (for engines that drop chat_template_kwargs).
     soft_switch: bool = False
+    # `reasoning_effort` values the engine accepts, each mapped to what it is sent as (None:
+    # not sent); an effort missing here is sent as it is. vLLM, SGLang, llama.cpp's server and
+    # Ollama validate it against low / medium / high (the budget itself goes separately).
+    efforts: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
     # Non-OpenAI sampling keys the upstream understands, mapped to its own name for them.
     # A key missing here is not sent.
     sampling_names: Mapping[str, str] = field(
@@ -54,6 +58,12 @@ def _names(**renames: str) -> Mapping[str, str]:
     return MappingProxyType(renames)
 
 
+# Engines that accept only OpenAI's original three efforts.
+_THREE_EFFORTS: Mapping[str, str | None] = MappingProxyType(
+    {"xhigh": "high", "minimal": "low", "none": None}
+)
+
+
 DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
     {
         # Hosted providers: OpenRouter-style services ignore keys they do not know, so pass the
@@ -61,6 +71,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
         "generic": DialectRules(),
         # vLLM ignores top_a (it logs the unknown field); leaving it out keeps its logs clean.
         "vllm": DialectRules(
+            efforts=_THREE_EFFORTS,
             # vLLM's thinking budget (needs the server's --reasoning-config / reasoning parser).
             budget_path=("thinking_token_budget",),
             sampling_names=_names(
@@ -68,6 +79,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
             ),
         ),
         "sglang": DialectRules(
+            efforts=_THREE_EFFORTS,
             # Enforced exactly with the server's --enable-strict-thinking.
             budget_path=("custom_params", "thinking_budget"),
             sampling_names=_names(
@@ -76,6 +88,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
         ),
         # llama.cpp's server calls the repetition penalty `repeat_penalty`.
         "llamacpp_server": DialectRules(
+            efforts=_THREE_EFFORTS,
             budget_path=("thinking_budget_tokens",),
             sampling_names=_names(
                 top_k="top_k", min_p="min_p", repetition_penalty="repeat_penalty"
@@ -84,6 +97,7 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
         # Ollama's OpenAI endpoint reads `reasoning` on messages, drops chat_template_kwargs and
         # the extra samplers (ollama/ollama#16240).
         "ollama": DialectRules(
+            efforts=_THREE_EFFORTS,
             reasoning_field="reasoning",
             chat_template_kwargs=False,
             thinking_switch=False,

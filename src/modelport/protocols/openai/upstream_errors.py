@@ -34,7 +34,8 @@ _CONTEXT_WORDING = re.compile(
 # requested 41000 tokens (…)") and in Anthropic's ("prompt is too long: 41000 tokens > 40960
 # maximum").
 _VLLM_NUMBERS = re.compile(
-    r"maximum context length is (\d+) tokens.*?(?:requested|resulted in|have) (\d+) tokens",
+    r"maximum context length is (\d+) tokens.*?"
+    r"(?:requested|resulted in|have|has) (\d+)(?: input)? tokens",
     re.IGNORECASE | re.DOTALL,
 )
 _ANTHROPIC_NUMBERS = re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum", re.I)

@@ -67,7 +67,9 @@ def build_request_body(
             body["top_logprobs"] = request.top_logprobs
     reasoning = request.reasoning
     if reasoning.effort is not None:
-        body["reasoning_effort"] = reasoning.effort
+        effort = rules.efforts.get(reasoning.effort, reasoning.effort)
+        if effort is not None:
+            body["reasoning_effort"] = effort
     if request.verbosity is not None:
         body["verbosity"] = request.verbosity
     if rules.chat_template_kwargs:
