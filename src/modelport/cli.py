@@ -1,4 +1,5 @@
-"""The `modelport` command line: `serve` and `keys create | list | revoke`.
+"""The `modelport` command line: `serve`, `users create | show | list | topup`,
+`keys create | list | revoke`, and `usage`.
 
 Builds the settings once (a bad setting exits 2 with the reason), migrates the database
 before any store use, and prints secrets only where a human asked for one: the first-start
@@ -11,15 +12,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from modelport.core.catalog import ConfigError
-from modelport.core.errors import ModelportError
+from modelport.core.errors import InvalidRequest, ModelportError
+from modelport.services import accounts
 from modelport.services.catalog import load_catalog
-from modelport.services.keys import create_key, ensure_admin_key, revoke_key
+from modelport.services.keys import ensure_admin_key, revoke_key
 from modelport.settings import Settings, load_settings
 from modelport.store import migrate
 from modelport.store.base import ApiKeyRecord, StoreError
@@ -43,13 +45,44 @@ def _parser() -> argparse.ArgumentParser:
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="issue a key; its secret is printed once")
     create.add_argument("--name", required=True, help="a label for the key, e.g. who uses it")
-    create.add_argument("--admin", action="store_true", help="give the key the admin role")
+    create.add_argument(
+        "--user", help='the user (account) it spends from; default "default" or "admin"'
+    )
+    create.add_argument(
+        "--admin", action="store_true", help='a key of the "admin" account (when no --user)'
+    )
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--tpm", type=int, help="tokens (prompt + completion) per minute")
+    create.add_argument("--limit", metavar="CNY", help="the key's lifetime spending limit")
+    create.add_argument("--models", help="comma-separated model ids the key may use")
+    create.add_argument("--expires", metavar="ISO_TIME", help="when the key stops working")
     create.add_argument("--json", action="store_true", help="print one JSON object")
     listing = actions.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--all", action="store_true", help="include revoked keys")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     revoke = actions.add_parser("revoke", help="revoke one key")
     revoke.add_argument("key", metavar="ID_OR_NAME_OR_PREFIX", help="which key to revoke")
+
+    users = commands.add_parser("users", help="accounts and their prepaid CNY balances")
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new_user = user_actions.add_parser("create", help="create a user (an account)")
+    new_user.add_argument("name")
+    new_user.add_argument("--balance", default="0", metavar="CNY", help="opening balance")
+    new_user.add_argument("--admin", action="store_true", help="an admin account")
+    show = user_actions.add_parser("show", help="one user, with the balance, as JSON")
+    show.add_argument("name")
+    user_actions.add_parser("list", help="every user, as JSON")
+    topup = user_actions.add_parser("topup", help="add to (or, negative, adjust) a balance")
+    topup.add_argument("name")
+    topup.add_argument("amount", metavar="AMOUNT", help="CNY, e.g. 50 or 12.5 (or -3)")
+    topup.add_argument("--reason", required=True, help="recorded in the ledger")
+
+    usage = commands.add_parser("usage", help="usage totals by day, model or key, as JSON")
+    usage.add_argument("--by", choices=("day", "model", "key"), default="day")
+    usage.add_argument("--user", help="one user only")
+    usage.add_argument("--key", type=int, metavar="ID", help="one key only")
+    usage.add_argument("--since", metavar="ISO_TIME")
+    usage.add_argument("--until", metavar="ISO_TIME")
     return parser
 
 
@@ -89,9 +122,64 @@ def _print_table(records: list[ApiKeyRecord]) -> None:
         )
 
 
-def _keys(args: argparse.Namespace, store: SqlStore) -> int:
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{option}: {value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _print_json(value: Any) -> None:
+    print(msgspec.json.format(msgspec.json.encode(value)).decode())
+
+
+def _users(args: argparse.Namespace, store: SqlStore) -> int:
     if args.action == "create":
-        record, secret = create_key(store, args.name, role="admin" if args.admin else "user")
+        account = accounts.create_user(store, args.name, balance=args.balance, admin=args.admin)
+        _print_json(accounts.account_json(account))
+    elif args.action == "show":
+        account = accounts.get_user(store, args.name)
+        keys = [accounts.grant_json(g) for g in store.list_grants(account_id=account.id)]
+        _print_json({**accounts.account_json(account), "keys": keys})
+    elif args.action == "list":
+        _print_json([accounts.account_json(account) for account in store.list_accounts()])
+    else:
+        account = accounts.top_up(store, args.name, args.amount, reason=args.reason)
+        _print_json(accounts.account_json(account))
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace, store: SqlStore) -> int:
+    account_id = None if args.user is None else accounts.get_user(store, args.user).id
+    totals = store.usage_totals(
+        by=args.by,
+        account_id=account_id,
+        key_id=args.key,
+        since=_time(args.since, "--since"),
+        until=_time(args.until, "--until"),
+    )
+    _print_json({"by": args.by, "data": [accounts.total_json(total) for total in totals]})
+    return EXIT_OK
+
+
+def _keys(args: argparse.Namespace, store: SqlStore, settings: Settings) -> int:
+    if args.action == "create":
+        models = None if args.models is None else tuple(args.models.split(","))
+        record, secret = accounts.create_account_key(
+            store,
+            args.name,
+            user=args.user,
+            admin=args.admin,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            limit=args.limit,
+            models=models,
+            expires_at=_time(args.expires, "--expires"),
+            known_models=frozenset(card.id for card in load_catalog(settings).models),
+        )
         if args.json:
             print(msgspec.json.encode({**_key_json(record), "secret": secret}).decode())
         else:
@@ -156,7 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if args.command == "serve":
                 return _serve(settings, store)
-            return _keys(args, store)
+            if args.command == "users":
+                return _users(args, store)
+            if args.command == "usage":
+                return _usage(args, store)
+            return _keys(args, store, settings)
         finally:
             store.close()
     except (StoreError, ModelportError) as error:

@@ -36,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The model the Anthropic door serves for Claude model ids ("claude-…"), which Claude
     # Code sends unless ANTHROPIC_MODEL is set; None: such ids are a 404 that says so.
     claude_model: str | None = None
+    # Redis for several replicas: shared rate-limit counters and key-cache invalidation.
+    redis_url: str | None = None
+    # Seconds after which a hold whose request never settled (its process died) is released.
+    hold_ttl: float = 1800.0
     # [[models]] entries from the config file, merged into the shipped catalog by id
     models: tuple[dict[str, Any], ...] = ()
     # Secrets referenced as "env:NAME" in the config file, resolved here at load time.

@@ -55,6 +55,7 @@ class Usage(msgspec.Struct, frozen=True, tag="usage"):
     completion_tokens: int  # reasoning tokens included
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    cost_nano: int | None = None  # what the request was billed, set by the gateway at the end
 
     @property
     def total_tokens(self) -> int:

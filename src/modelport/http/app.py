@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modelport.core.errors import InternalError, MethodNotAllowed, ModelportError, NotFound
-from modelport.http import anthropic_routes, openai_routes
+from modelport.http import account_routes, anthropic_routes, openai_routes
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
 from modelport.http.exchange import Exchange
 from modelport.http.rsgi import RSGIExchange
@@ -101,6 +101,11 @@ class App:
         """Route one exchange and render any error in the OpenAI error shape."""
         try:
             methods = self._routes.get(exchange.path)
+            if methods is None and exchange.path.startswith(account_routes.PREFIX):
+                if self.state is None:
+                    raise InternalError("The server is still starting.")
+                await account_routes.handle(self.state, exchange)
+                return
             if methods is None:
                 if self.state is not None and exchange.method == "GET":
                     model_id = _model_path(exchange.path)

@@ -38,6 +38,11 @@ class ASGIExchange:
         self._responded = False
 
     @property
+    def query(self) -> str:
+        raw = self._scope.get("query_string", b"")
+        return raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+
+    @property
     def responded(self) -> bool:
         return self._responded
 

@@ -32,6 +32,10 @@ class Exchange(Protocol):
     path: str
 
     @property
+    def query(self) -> str:
+        """The raw query string, without "?"."""
+
+    @property
     def responded(self) -> bool:
         """Whether the response has begun (after which an error can no longer be a status)."""
 

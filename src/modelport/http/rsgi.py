@@ -23,6 +23,10 @@ class RSGIExchange:
         self._responded = False
 
     @property
+    def query(self) -> str:
+        return str(self._scope.query_string)
+
+    @property
     def responded(self) -> bool:
         return self._responded
 

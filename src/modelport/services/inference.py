@@ -39,6 +39,7 @@ from modelport.core.ids import request_id
 from modelport.core.tokens import estimate_tokens
 from modelport.core.types import ChatRequest
 from modelport.core.verbosity import apply_verbosity
+from modelport.services.billing import Admission, BillingService
 from modelport.services.catalog import resolve_model
 from modelport.services.keys import Principal
 
@@ -71,9 +72,18 @@ class Generation(msgspec.Struct, frozen=True):
 
 
 class InferenceService:
-    def __init__(self, catalog: Catalog, routes: Mapping[str, Sequence[Route]]) -> None:
+    """`billing` (None only in tests of routing itself): admission before a backend is
+    called, settlement when the request ends; see services/billing.py."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        routes: Mapping[str, Sequence[Route]],
+        billing: BillingService | None = None,
+    ) -> None:
         self._catalog = catalog
         self._routes = routes
+        self.billing = billing
 
     def _ordered_backends(self, card: ModelCard) -> list[Backend]:
         """Lower priority values first; within one priority, a weighted random order."""
@@ -107,10 +117,40 @@ class InferenceService:
         if request.model != card.id:
             request = msgspec.structs.replace(request, model=card.id)
         request = apply_verbosity(with_default_sampling(card, request))
+        backends = self._ordered_backends(card)
         ctx = CallContext(request_id(), card, incremental=incremental)
+        admission = None
+        if self.billing is not None:
+            admission = await self.billing.admit(
+                principal, card, request, request_id=ctx.request_id, streamed=incremental
+            )
         started = time.monotonic()
+        try:
+            first, stream = await self._first_event(backends, request, ctx)
+        except BaseException as exc:
+            if admission is not None and self.billing is not None:
+                error = exc if isinstance(exc, ModelportError) else None
+                await self.billing.settle(
+                    admission,
+                    usage=None,
+                    stop=None,
+                    error=error,
+                    cancelled=not isinstance(exc, ModelportError),
+                    backend=None,
+                    ttft=None,
+                )
+            raise
+        events = self._relay(first, stream, ctx, principal, started, admission)
+        known = ctx.usage.prompt_tokens if ctx.usage is not None else None
+        return Generation(ctx.request_id, card, events, int(time.time()), known)
+
+    async def _first_event(
+        self, backends: list[Backend], request: ChatRequest, ctx: CallContext
+    ) -> tuple[Start, AsyncGenerator[Event, None]]:
+        """The first backend that starts: its Start and the rest of its stream. Failures of
+        the backend's making fall through to the next one; the request's own are raised."""
         last_error: ModelportError | None = None
-        for backend in self._ordered_backends(card):
+        for backend in backends:
             stream = backend.stream(request, ctx)
             try:
                 first = await anext(stream)
@@ -127,11 +167,19 @@ class InferenceService:
             if not isinstance(first, Start):
                 await stream.aclose()
                 raise InternalError(f"backend {backend.name} did not start its stream with Start")
-            events = self._relay(first, stream, ctx, principal, started)
-            known = ctx.usage.prompt_tokens if ctx.usage is not None else None
-            return Generation(ctx.request_id, card, events, int(time.time()), known)
+            return first, stream
         assert last_error is not None
         raise last_error
+
+    async def prompt_size(self, card: ModelCard, request: ChatRequest) -> tuple[int, bool]:
+        """The prompt's tokens and whether the count is exact (a backend's tokenizer) or an
+        estimate (the text's length)."""
+        for backend in self._ordered_backends(card):
+            if isinstance(backend, TokenCounter):
+                counted = await backend.count_tokens(request)
+                if counted is not None:
+                    return counted, True
+        return estimate_tokens(request), False
 
     async def count_tokens(self, principal: Principal, request: ChatRequest) -> int:
         """The prompt tokens `request` would take (Anthropic's count_tokens): counted by the
@@ -139,12 +187,8 @@ class InferenceService:
         card = resolve_model(self._catalog, request.model)
         if request.model != card.id:
             request = msgspec.structs.replace(request, model=card.id)
-        for backend in self._ordered_backends(card):
-            if isinstance(backend, TokenCounter):
-                counted = await backend.count_tokens(request)
-                if counted is not None:
-                    return counted
-        return estimate_tokens(request)
+        counted, _exact = await self.prompt_size(card, request)
+        return counted
 
     async def _relay(
         self,
@@ -153,11 +197,16 @@ class InferenceService:
         ctx: CallContext,
         principal: Principal,
         started: float,
+        admission: Admission | None,
     ) -> AsyncGenerator[Event, None]:
+        """The backend's events, checked and billed. With billing, usage is held back until
+        the finish: the request is settled (a durable usage row and ledger entry) before the
+        client sees the end of its answer, and the usage it sees carries the cost."""
         usage: Usage | None = None
         stop: Stop | None = None
         error: ModelportError | None = None
         first_token_at: float | None = None
+        settled = admission is None
         try:
             yield first
             async for event in stream:
@@ -165,8 +214,23 @@ class InferenceService:
                     first_token_at = time.monotonic()
                 if isinstance(event, Usage):
                     usage = event
+                    if admission is not None:
+                        continue  # settled and sent with the finish
                 elif isinstance(event, Stop):
                     stop = event
+                    if admission is not None and self.billing is not None:
+                        settled = True
+                        billed = await self.billing.settle(
+                            admission,
+                            usage=usage or ctx.usage,
+                            stop=stop,
+                            error=None,
+                            cancelled=False,
+                            backend=first.backend,
+                            ttft=_since(started, first_token_at),
+                        )
+                        if billed is not None:
+                            yield billed
                 elif isinstance(event, Error):
                     error = event.error
                 yield event
@@ -185,6 +249,17 @@ class InferenceService:
             yield Error(error)
         finally:
             await stream.aclose()
+            if not settled and admission is not None and self.billing is not None:
+                # Failed, or the client went away (the stream was closed before its end).
+                await self.billing.settle(
+                    admission,
+                    usage=usage or ctx.usage,
+                    stop=None,
+                    error=error,
+                    cancelled=error is None,
+                    backend=first.backend,
+                    ttft=_since(started, first_token_at),
+                )
             self._meter(ctx, principal, first, usage, stop, error, started, first_token_at)
 
     def _meter(
@@ -218,3 +293,7 @@ class InferenceService:
             (time.monotonic() - started) * 1000,
             f"{(first_token_at - started) * 1000:.1f}" if first_token_at else None,
         )
+
+
+def _since(started: float, at: float | None) -> float | None:
+    return None if at is None else at - started

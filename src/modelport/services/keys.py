@@ -18,11 +18,12 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
 from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound
-from modelport.store.base import ApiKeyRecord, KeyStore, Role
+from modelport.store.base import ApiKeyRecord, BillingStore, KeyLimits, KeyStore, Role
 
 SECRET_PREFIX = "sk-mp-"
 SECRET_RANDOM_BYTES = 32  # token_urlsafe(32) yields 43 characters
@@ -33,17 +34,21 @@ ADMIN_KEY_ISSUED = "admin_key_issued"  # app_meta flag: the first-start admin ke
 MISSING_KEY = "Missing API key: send Authorization: Bearer <key> or x-api-key"
 INVALID_KEY = "Invalid API key"
 REVOKED_KEY = "Invalid API key: this key has been revoked"
+EXPIRED_KEY = "Invalid API key: this key expired"
 
 # Secrets we issue are 49 characters; anything far outside that is rejected without a lookup.
 _MAX_SECRET_LENGTH = 256
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the authenticated key."""
+    """Who is calling: the authenticated key, the account it spends from, and its limits."""
 
     key_id: int
     name: str
     role: Role
+    account_id: int = 0
+    account_name: str = ""
+    limits: KeyLimits = KeyLimits()
 
 
 def generate_secret() -> str:
@@ -62,7 +67,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _check_name(name: str) -> str:
+def check_key_name(name: str) -> str:
     name = name.strip()
     problem = None
     if not name:
@@ -84,7 +89,7 @@ def create_key(
     store: KeyStore, name: str, role: Role = "user", *, now: datetime | None = None
 ) -> tuple[ApiKeyRecord, str]:
     """Issue a key; returns its record and the secret, which the caller shows exactly once."""
-    name = _check_name(name)
+    name = check_key_name(name)
     if role not in ("admin", "user"):
         raise InvalidRequest(f"role must be 'admin' or 'user', not {role!r}", param="role")
     secret = generate_secret()
@@ -161,6 +166,10 @@ def ensure_admin_key(store: KeyStore, *, now: datetime | None = None) -> str | N
 _Verdict = Principal | str  # a principal, or the message of the AuthenticationFailed to raise
 
 
+class GrantStore(KeyStore, BillingStore, Protocol):
+    """What authentication reads: keys with their accounts and limits."""
+
+
 class KeyService:
     """Authenticates request secrets against the store, from an in-memory cache.
 
@@ -174,7 +183,7 @@ class KeyService:
 
     def __init__(
         self,
-        store: KeyStore,
+        store: GrantStore,
         *,
         ttl: float,
         negative_ttl: float | None = None,
@@ -203,6 +212,9 @@ class KeyService:
             verdict = await self._lookup(digest)
         if isinstance(verdict, str):
             raise AuthenticationFailed(verdict)
+        expires = verdict.limits.expires_at
+        if expires is not None and expires <= _utcnow():
+            raise AuthenticationFailed(f"{EXPIRED_KEY} on {expires.isoformat()}")
         return verdict
 
     def forget_all(self) -> None:
@@ -218,15 +230,30 @@ class KeyService:
         # Shielded: one cancelled caller must not cancel the lookup the others wait on.
         return await asyncio.shield(task)
 
+    def forget(self, digest: str) -> None:
+        """Drop one cached result ("*": all), as a key-change event from any replica says."""
+        if digest == "*":
+            self._cache.clear()
+        else:
+            self._cache.pop(digest, None)
+
     async def _fetch(self, digest: str) -> _Verdict:
-        record = await asyncio.to_thread(self._store.find_key_by_hash, digest)
+        grant = await asyncio.to_thread(self._store.find_grant, digest)
         verdict: _Verdict
-        if record is None or not hmac.compare_digest(record.secret_hash, digest):
+        if grant is None or not hmac.compare_digest(grant.key.secret_hash, digest):
             verdict, ttl = INVALID_KEY, self._negative_ttl
-        elif record.revoked:
+        elif grant.key.revoked:
             verdict, ttl = REVOKED_KEY, self._negative_ttl
         else:
-            verdict = Principal(key_id=record.id, name=record.name, role=record.role)
+            record, account = grant.key, grant.account
+            verdict = Principal(
+                key_id=record.id,
+                name=record.name,
+                role=account.role,
+                account_id=account.id,
+                account_name=account.name,
+                limits=grant.limits,
+            )
             ttl = self._ttl
         if ttl > 0:
             self._remember(digest, self._clock() + ttl, verdict)

@@ -2,6 +2,8 @@
 
 Types are portable (SQLite and PostgreSQL). A test compares this metadata with the database the
 migrations build, so a change here needs a new migration in `migrations/versions`.
+Money columns are BIGINT nano-yuan (`core.money`); constraints and indexes are named so that
+migrations can refer to them on both databases.
 """
 
 from __future__ import annotations
@@ -41,6 +43,20 @@ class UtcDateTime(sa.TypeDecorator[datetime]):
 
 metadata = sa.MetaData()
 
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    # No CHECK (balance_nano >= 0): a settle whose cost exceeds its hold may overdraw (an
+    # estimate too low); holds themselves never do, by their conditional update.
+    sa.Column("balance_nano", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('admin', 'user')", name="ck_accounts_role"),
+    sa.Index("ix_accounts_name", "name", unique=True),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -52,8 +68,97 @@ api_keys = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime, nullable=True),
     sa.Column("last_used_at", UtcDateTime, nullable=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_api_keys_account_id"),
+        nullable=False,
+    ),
+    # Limits; NULL means none.
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("allowed_models", sa.Text, nullable=True),  # a JSON list of catalog ids
+    sa.Column("spend_limit_nano", sa.BigInteger, nullable=True),
+    sa.Column("spent_nano", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
     sa.CheckConstraint("role IN ('admin', 'user')", name="ck_api_keys_role"),
     sa.Index("ix_api_keys_secret_hash", "secret_hash", unique=True),
+    sa.Index("ix_api_keys_account_id", "account_id"),
+)
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_holds_account_id"),
+        nullable=False,
+    ),
+    sa.Column(
+        "key_id", sa.Integer, sa.ForeignKey("api_keys.id", name="fk_holds_key_id"), nullable=False
+    ),
+    sa.Column("amount_nano", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Index("ix_holds_expires_at", "expires_at"),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_ledger_account_id"),
+        nullable=False,
+    ),
+    sa.Column("amount_nano", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),  # charges only; NULLs never collide
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("kind IN ('topup', 'charge', 'adjustment')", name="ck_ledger_kind"),
+    sa.Index("ix_ledger_account_id", "account_id"),
+    sa.Index("ix_ledger_request_id", "request_id", unique=True),
+)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_usage_account_id"),
+        nullable=False,
+    ),
+    sa.Column(
+        "key_id", sa.Integer, sa.ForeignKey("api_keys.id", name="fk_usage_key_id"), nullable=False
+    ),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("backend", sa.Text, nullable=True),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_tokens", sa.Integer, nullable=False),
+    sa.Column("cost_nano", sa.BigInteger, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("finish_reason", sa.Text, nullable=True),
+    sa.Column("native_finish_reason", sa.Text, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.Text, nullable=True),
+    sa.Column("streamed", sa.Boolean, nullable=False),
+    sa.Column("cancelled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("status IN ('ok', 'error', 'cancelled')", name="ck_usage_status"),
+    sa.Index("ix_usage_created_at", "created_at"),
+    sa.Index("ix_usage_account_id_created_at", "account_id", "created_at"),
+    sa.Index("ix_usage_key_id", "key_id"),
+    sa.Index("ix_usage_model", "model"),
 )
 
 app_meta = sa.Table(

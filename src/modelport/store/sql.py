@@ -1,21 +1,65 @@
-"""`SqlStore`: the `KeyStore` on SQLAlchemy Core (SQLite by default, PostgreSQL by URL).
+"""`SqlStore`: the `KeyStore` and `BillingStore` on SQLAlchemy Core (SQLite or PostgreSQL).
 
 Parameterised statements only; rows become frozen records before they leave this module.
 The schema must already be migrated (`modelport.store.migrate`).
+
+Money moves only by conditional or relative updates inside one transaction (`balance_nano =
+balance_nano - :amount WHERE balance_nano >= :amount`), never read-modify-write in Python, so
+concurrent requests in many processes cannot overdraw a balance or a key's spending limit.
+Row locks are taken in one order, accounts before keys, so PostgreSQL transactions never wait
+on each other in a cycle. SQLite has one writer at a time: a write starts with `BEGIN
+IMMEDIATE` (it takes the write lock at once or waits `busy_timeout` for it; a deferred
+transaction could fail to upgrade its lock instead), and the threads of one process queue on a
+lock first, so they wait in order rather than in SQLite's sleep-and-retry loop.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from modelport.store.base import ApiKeyRecord, Role, StoreConflict, StoreError
+from modelport.core.money import format_cny
+from modelport.store.base import (
+    AccountRecord,
+    ApiKeyRecord,
+    HoldResult,
+    KeyGrant,
+    KeyLimits,
+    LedgerEntry,
+    Role,
+    StoreConflict,
+    StoreError,
+    UsageRecord,
+    UsageTotal,
+)
 from modelport.store.engine import make_engine, redacted
-from modelport.store.schema import api_keys, app_meta
+from modelport.store.schema import accounts, api_keys, app_meta, holds, ledger
+from modelport.store.schema import usage as usage_rows
+
+# The account `create_key` (the interface without accounts) puts a key of each role into.
+DEFAULT_ACCOUNTS: dict[Role, str] = {"admin": "admin", "user": "default"}
+
+_HoldRefusal = Literal["balance", "key_limit", "duplicate"]
+
+
+class _Refused(Exception):
+    """Raised inside a write transaction to roll it back; carries the reason."""
+
+    def __init__(self, reason: _HoldRefusal) -> None:
+        super().__init__(reason)
+        self.reason: _HoldRefusal = reason
+
+
+# ------------------------------------------------------------------------------ rows to records
 
 
 def _record(row: sa.Row[Any]) -> ApiKeyRecord:
@@ -32,12 +76,107 @@ def _record(row: sa.Row[Any]) -> ApiKeyRecord:
     )
 
 
+def _account(values: sa.RowMapping, prefix: str = "") -> AccountRecord:
+    return AccountRecord(
+        id=values[f"{prefix}id"],
+        name=values[f"{prefix}name"],
+        role=cast(Role, values[f"{prefix}role"]),
+        balance_nano=int(values[f"{prefix}balance_nano"]),
+        created_at=values[f"{prefix}created_at"],
+    )
+
+
+def _limits(values: sa.RowMapping) -> KeyLimits:
+    allowed = values["allowed_models"]
+    return KeyLimits(
+        expires_at=values["expires_at"],
+        allowed_models=None if allowed is None else tuple(json.loads(allowed)),
+        spend_limit_nano=values["spend_limit_nano"],
+        rpm=values["rpm"],
+        tpm=values["tpm"],
+    )
+
+
+def _limit_values(limits: KeyLimits) -> dict[str, Any]:
+    allowed = limits.allowed_models
+    return {
+        "expires_at": limits.expires_at,
+        "allowed_models": None if allowed is None else json.dumps(list(allowed)),
+        "spend_limit_nano": limits.spend_limit_nano,
+        "rpm": limits.rpm,
+        "tpm": limits.tpm,
+    }
+
+
+# A key row joined with its account; the account's columns carry this prefix.
+_ACCOUNT_PREFIX = "owner_"
+_GRANT_QUERY = sa.select(
+    api_keys,
+    *(column.label(_ACCOUNT_PREFIX + column.name) for column in accounts.c),
+).join_from(api_keys, accounts, api_keys.c.account_id == accounts.c.id)
+
+
+def _grant(row: sa.Row[Any]) -> KeyGrant:
+    values = row._mapping
+    return KeyGrant(
+        key=_record(row),
+        account=_account(values, _ACCOUNT_PREFIX),
+        limits=_limits(values),
+        spent_nano=int(values["spent_nano"]),
+    )
+
+
+def _ledger_entry(row: sa.Row[Any]) -> LedgerEntry:
+    values = row._mapping
+    return LedgerEntry(
+        id=values["id"],
+        account_id=values["account_id"],
+        amount_nano=int(values["amount_nano"]),
+        kind=values["kind"],
+        request_id=values["request_id"],
+        reason=values["reason"],
+        created_at=values["created_at"],
+    )
+
+
+_USAGE_FIELDS = UsageRecord.__struct_fields__
+
+
+def _usage(row: sa.Row[Any]) -> UsageRecord:
+    values = row._mapping
+    return UsageRecord(**{field: values[field] for field in _USAGE_FIELDS})
+
+
+def _usage_values(record: UsageRecord) -> dict[str, Any]:
+    return {field: getattr(record, field) for field in _USAGE_FIELDS}
+
+
+def _request_id_taken(request_id: str) -> sa.Select[bool]:
+    """Whether the request id already has a hold or a usage row."""
+    return sa.select(
+        sa.or_(
+            sa.exists().where(holds.c.request_id == request_id),
+            sa.exists().where(usage_rows.c.request_id == request_id),
+        )
+    )
+
+
+def _day_key(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
+
+
 class SqlStore:
-    """A `KeyStore` over one SQLAlchemy engine. Close it (or use `with`) to release the pool."""
+    """A `KeyStore` and `BillingStore` over one SQLAlchemy engine. Thread-safe; close it (or
+    use `with`) to release the connection pool."""
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._engine = make_engine(url)
+        self._dialect = self._engine.dialect.name
+        self._sqlite = self._dialect == "sqlite"
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if self._sqlite else nullcontext()
+        )
 
     def close(self) -> None:
         self._engine.dispose()
@@ -56,26 +195,85 @@ class SqlStore:
     def _failed(self, error: exc.SQLAlchemyError) -> StoreError:
         return StoreError(f"database error on {redacted(self._url)}: {error}")
 
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+        On SQLite it holds the database's write lock throughout (see the module docstring)."""
+        with self._write_lock, self._engine.begin() as connection:
+            if self._sqlite:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
+
+    def _read(self, query: sa.Executable) -> sa.Result[*tuple[Any, ...]]:
+        """Run one query; its rows are buffered, so the connection goes back at once."""
+        try:
+            with self._engine.connect() as connection:
+                buffered = connection.execute(query).freeze()
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return buffered()  # a fresh Result over the buffered rows
+
     # API keys
 
     def create_key(
         self, *, name: str, prefix: str, secret_hash: str, role: Role, created_at: datetime
     ) -> ApiKeyRecord:
+        """Insert a key into the role's default account (`DEFAULT_ACCOUNTS`), created if
+        missing; raises `StoreConflict` if `secret_hash` already exists."""
+        account_id = self._ensure_account(DEFAULT_ACCOUNTS[role], role, created_at)
+        return self.create_account_key(
+            account_id=account_id,
+            name=name,
+            prefix=prefix,
+            secret_hash=secret_hash,
+            role=role,
+            limits=KeyLimits(),
+            created_at=created_at,
+        )
+
+    def _ensure_account(self, name: str, role: Role, created_at: datetime) -> int:
+        """The id of the account `name`, created first if there is none. Another process may
+        create it at the same moment: the loser's insert fails and it reads the winner's."""
+        query = sa.select(accounts.c.id).where(accounts.c.name == name)
+        found = self._read(query).scalar_one_or_none()
+        if found is not None:
+            return int(found)
+        with suppress(StoreConflict):
+            self.create_account(name=name, role=role, created_at=created_at)
+        return int(self._read(query).scalar_one())
+
+    def create_account_key(
+        self,
+        *,
+        account_id: int,
+        name: str,
+        prefix: str,
+        secret_hash: str,
+        role: Role,
+        limits: KeyLimits,
+        created_at: datetime,
+    ) -> ApiKeyRecord:
         values = {
+            "account_id": account_id,
             "name": name,
             "prefix": prefix,
             "secret_hash": secret_hash,
             "role": role,
             "created_at": created_at,
+            **_limit_values(limits),
         }
         try:
-            with self._engine.begin() as connection:
+            with self._write() as connection:
                 # RETURNING is supported by PostgreSQL and by SQLite since 3.35.
                 row = connection.execute(
                     api_keys.insert().values(**values).returning(*api_keys.c)
                 ).one()
-        except exc.IntegrityError:
-            raise StoreConflict("an API key with this secret already exists") from None
+        except exc.IntegrityError as error:
+            if self.find_key_by_hash(secret_hash) is not None:
+                raise StoreConflict("an API key with this secret already exists") from None
+            if self.get_account_by_id(account_id) is None:
+                raise StoreError(f"no account with id {account_id}") from None
+            raise self._failed(error) from None
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
         return _record(row)
@@ -84,21 +282,31 @@ class SqlStore:
         query = sa.select(api_keys).order_by(api_keys.c.id)
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
-        try:
-            with self._engine.connect() as connection:
-                rows = connection.execute(query).all()
-        except exc.SQLAlchemyError as error:
-            raise self._failed(error) from None
-        return [_record(row) for row in rows]
+        return [_record(row) for row in self._read(query)]
 
     def find_key_by_hash(self, secret_hash: str) -> ApiKeyRecord | None:
         query = sa.select(api_keys).where(api_keys.c.secret_hash == secret_hash)
+        row = self._read(query).one_or_none()
+        return None if row is None else _record(row)
+
+    def find_grant(self, secret_hash: str) -> KeyGrant | None:
+        row = self._read(_GRANT_QUERY.where(api_keys.c.secret_hash == secret_hash)).one_or_none()
+        return None if row is None else _grant(row)
+
+    def list_grants(self, *, account_id: int | None = None) -> list[KeyGrant]:
+        """Every key (revoked ones too: `grant.key.revoked` says) in id order."""
+        query = _GRANT_QUERY.order_by(api_keys.c.id)
+        if account_id is not None:
+            query = query.where(api_keys.c.account_id == account_id)
+        return [_grant(row) for row in self._read(query)]
+
+    def set_key_limits(self, key_id: int, limits: KeyLimits) -> int:
+        statement = api_keys.update().where(api_keys.c.id == key_id).values(**_limit_values(limits))
         try:
-            with self._engine.connect() as connection:
-                row = connection.execute(query).one_or_none()
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
-        return None if row is None else _record(row)
 
     def revoke_key(self, key_id: int, revoked_at: datetime) -> int:
         statement = (
@@ -107,25 +315,367 @@ class SqlStore:
             .values(revoked_at=revoked_at)
         )
         try:
-            with self._engine.begin() as connection:
+            with self._write() as connection:
                 return connection.execute(statement).rowcount
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
+
+    # Accounts
+
+    def create_account(self, *, name: str, role: Role, created_at: datetime) -> AccountRecord:
+        statement = (
+            accounts.insert()
+            .values(name=name, role=role, balance_nano=0, created_at=created_at)
+            .returning(*accounts.c)
+        )
+        try:
+            with self._write() as connection:
+                row = connection.execute(statement).one()
+        except exc.IntegrityError as error:
+            if self.get_account(name) is not None:
+                raise StoreConflict(f"an account named {name!r} already exists") from None
+            raise self._failed(error) from None
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return _account(row._mapping)
+
+    def get_account(self, name: str) -> AccountRecord | None:
+        row = self._read(sa.select(accounts).where(accounts.c.name == name)).one_or_none()
+        return None if row is None else _account(row._mapping)
+
+    def get_account_by_id(self, account_id: int) -> AccountRecord | None:
+        row = self._read(sa.select(accounts).where(accounts.c.id == account_id)).one_or_none()
+        return None if row is None else _account(row._mapping)
+
+    def list_accounts(self) -> list[AccountRecord]:
+        """Accounts in id order."""
+        rows = self._read(sa.select(accounts).order_by(accounts.c.id))
+        return [_account(row._mapping) for row in rows]
+
+    def top_up(
+        self, account_id: int, amount_nano: int, *, reason: str, created_at: datetime
+    ) -> AccountRecord:
+        """A positive amount is a "topup" ledger entry, zero or negative an "adjustment"."""
+        statement = (
+            accounts.update()
+            .where(accounts.c.id == account_id)
+            .values(balance_nano=accounts.c.balance_nano + amount_nano)
+            .returning(*accounts.c)
+        )
+        if amount_nano < 0:
+            statement = statement.where(accounts.c.balance_nano + amount_nano >= 0)
+        entry = ledger.insert().values(
+            account_id=account_id,
+            amount_nano=amount_nano,
+            kind="topup" if amount_nano > 0 else "adjustment",
+            request_id=None,
+            reason=reason,
+            created_at=created_at,
+        )
+        try:
+            with self._write() as connection:
+                row = connection.execute(statement).one_or_none()
+                if row is not None:
+                    connection.execute(entry)
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        if row is not None:
+            return _account(row._mapping)
+        found = self.get_account_by_id(account_id)
+        if found is None:
+            raise StoreError(f"no account with id {account_id}")
+        raise StoreConflict(
+            f"taking {format_cny(-amount_nano)} CNY from account {found.name!r} would leave its"
+            f" balance ({format_cny(found.balance_nano)} CNY) below zero"
+        )
+
+    # Holds and settlement
+
+    def place_hold(
+        self,
+        *,
+        request_id: str,
+        account_id: int,
+        key_id: int,
+        amount_nano: int,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> HoldResult:
+        """A request id already settled counts as a duplicate too. A hold of 0 takes nothing,
+        so it is placed even where the balance or the key's spending is past its limit."""
+        if amount_nano < 0:
+            raise ValueError(f"a hold cannot be negative ({amount_nano})")
+        take = (
+            accounts.update()
+            .where(accounts.c.id == account_id, accounts.c.balance_nano >= amount_nano)
+            .values(balance_nano=accounts.c.balance_nano - amount_nano)
+            .returning(accounts.c.balance_nano)
+        )
+        spend = (
+            api_keys.update()
+            .where(
+                api_keys.c.id == key_id,
+                sa.or_(
+                    api_keys.c.spend_limit_nano.is_(None),
+                    api_keys.c.spent_nano + amount_nano <= api_keys.c.spend_limit_nano,
+                ),
+            )
+            .values(spent_nano=api_keys.c.spent_nano + amount_nano)
+        )
+        hold = holds.insert().values(
+            request_id=request_id,
+            account_id=account_id,
+            key_id=key_id,
+            amount_nano=amount_nano,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+        balance_query = sa.select(accounts.c.balance_nano).where(accounts.c.id == account_id)
+        reason: _HoldRefusal
+        try:
+            with self._write() as connection:
+                if connection.execute(_request_id_taken(request_id)).scalar():
+                    raise _Refused("duplicate")
+                connection.execute(hold)
+                if amount_nano == 0:
+                    balance = connection.execute(balance_query).scalar_one()
+                else:
+                    balance = connection.execute(take).scalar_one_or_none()
+                    if balance is None:
+                        raise _Refused("balance")
+                    if connection.execute(spend).rowcount != 1:
+                        raise _Refused("key_limit")
+            return HoldResult(True, "ok", int(balance))
+        except _Refused as refused:
+            reason = refused.reason
+        except exc.IntegrityError as error:
+            # A concurrent hold for the same id (PostgreSQL), or no such account or key.
+            if not self._read(_request_id_taken(request_id)).scalar():
+                raise self._failed(error) from None
+            reason = "duplicate"
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        found = self._read(balance_query).scalar_one_or_none()
+        return HoldResult(False, reason, None if found is None else int(found))
+
+    def settle(self, usage: UsageRecord) -> bool:
+        """The hold is given back to the account and key it was taken from, the cost taken
+        from the usage row's account and key (the same ones, unless the caller mixed them)."""
+        if usage.cost_nano < 0:
+            raise ValueError(f"a cost cannot be negative ({usage.cost_nano})")
+        request_id = usage.request_id
+        release = (
+            holds.delete()
+            .where(holds.c.request_id == request_id)
+            .returning(holds.c.account_id, holds.c.key_id, holds.c.amount_nano)
+        )
+        charge = ledger.insert().values(
+            account_id=usage.account_id,
+            amount_nano=-usage.cost_nano,
+            kind="charge",
+            request_id=request_id,
+            reason=None,
+            created_at=usage.created_at,
+        )
+        balances: defaultdict[int, int] = defaultdict(int)
+        spending: defaultdict[int, int] = defaultdict(int)
+        balances[usage.account_id] -= usage.cost_nano
+        spending[usage.key_id] += usage.cost_nano
+        try:
+            with self._write() as connection:
+                # First, so that a second settle fails here before anything else changed.
+                connection.execute(usage_rows.insert().values(**_usage_values(usage)))
+                held = connection.execute(release).one_or_none()
+                if held is not None:
+                    balances[held.account_id] += held.amount_nano
+                    spending[held.key_id] -= held.amount_nano
+                self._apply(connection, balances, spending)
+                if usage.cost_nano > 0:
+                    connection.execute(charge)
+        except exc.IntegrityError as error:
+            if self.get_usage(request_id) is not None:
+                return False
+            raise self._failed(error) from None
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return True
+
+    @staticmethod
+    def _apply(
+        connection: sa.Connection, balances: Mapping[int, int], spending: Mapping[int, int]
+    ) -> None:
+        """Add the deltas to balances and key spending, accounts first, each in id order."""
+        for account_id, delta in sorted(balances.items()):
+            if delta:
+                connection.execute(
+                    accounts.update()
+                    .where(accounts.c.id == account_id)
+                    .values(balance_nano=accounts.c.balance_nano + delta)
+                )
+        for key_id, delta in sorted(spending.items()):
+            if delta:
+                connection.execute(
+                    api_keys.update()
+                    .where(api_keys.c.id == key_id)
+                    .values(spent_nano=api_keys.c.spent_nano + delta)
+                )
+
+    def release_expired_holds(self, now: datetime) -> int:
+        """Holds expire when `expires_at <= now`. One transaction: one statement deletes them
+        (skipping any a concurrent settle deleted first), then the money goes back."""
+        release = (
+            holds.delete()
+            .where(holds.c.expires_at <= now)
+            .returning(holds.c.account_id, holds.c.key_id, holds.c.amount_nano)
+        )
+        balances: defaultdict[int, int] = defaultdict(int)
+        spending: defaultdict[int, int] = defaultdict(int)
+        try:
+            with self._write() as connection:
+                released = connection.execute(release).all()
+                for held in released:
+                    balances[held.account_id] += held.amount_nano
+                    spending[held.key_id] -= held.amount_nano
+                self._apply(connection, balances, spending)
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return len(released)
+
+    def active_holds(self, account_id: int | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(holds)
+        if account_id is not None:
+            query = query.where(holds.c.account_id == account_id)
+        return int(self._read(query).scalar_one())
+
+    # Usage and the ledger
+
+    def get_usage(self, request_id: str) -> UsageRecord | None:
+        row = self._read(
+            sa.select(usage_rows).where(usage_rows.c.request_id == request_id)
+        ).one_or_none()
+        return None if row is None else _usage(row)
+
+    def usage_totals(
+        self,
+        *,
+        by: Literal["day", "model", "key"],
+        account_id: int | None = None,
+        key_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[UsageTotal]:
+        """Rows with `since <= created_at < until`; keys in numeric id order."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if account_id is not None:
+            conditions.append(usage_rows.c.account_id == account_id)
+        if key_id is not None:
+            conditions.append(usage_rows.c.key_id == key_id)
+        if since is not None:
+            conditions.append(usage_rows.c.created_at >= since)
+        if until is not None:
+            conditions.append(usage_rows.c.created_at < until)
+        group: sa.ColumnElement[Any]
+        if by == "day":
+            day = self._utc_day(usage_rows.c.created_at)
+            if day is None:
+                return self._usage_totals_by_day_in_python(conditions)
+            group = day
+        else:
+            group = usage_rows.c.model if by == "model" else usage_rows.c.key_id
+        query = (
+            sa.select(
+                group,
+                sa.func.count(),
+                sa.func.sum(usage_rows.c.prompt_tokens),
+                sa.func.sum(usage_rows.c.completion_tokens),
+                sa.func.sum(usage_rows.c.reasoning_tokens),
+                sa.func.sum(usage_rows.c.cost_nano),
+            )
+            .where(*conditions)
+            .group_by(group)
+            .order_by(group)
+        )
+        return [
+            UsageTotal(
+                group=str(value),
+                requests=int(requests),
+                prompt_tokens=int(prompt),
+                completion_tokens=int(completion),
+                reasoning_tokens=int(reasoning),
+                cost_nano=int(cost),
+            )
+            for value, requests, prompt, completion, reasoning, cost in self._read(query)
+        ]
+
+    def _utc_day(self, column: sa.ColumnElement[datetime]) -> sa.ColumnElement[str] | None:
+        """SQL for the UTC date of a timestamp as "YYYY-MM-DD", where the dialect has one.
+
+        Constants are inlined so the same expression text can appear in GROUP BY."""
+        if self._sqlite:
+            # UtcDateTime stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff" text on SQLite.
+            return sa.func.substr(
+                column, sa.literal_column("1"), sa.literal_column("10"), type_=sa.String
+            )
+        if self._dialect == "postgresql":
+            utc = sa.func.timezone(sa.literal_column("'UTC'"), column)
+            return sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD'"), type_=sa.String)
+        return None
+
+    def _usage_totals_by_day_in_python(
+        self, conditions: list[sa.ColumnElement[bool]]
+    ) -> list[UsageTotal]:
+        """Day totals for databases without a known date expression: grouped here."""
+        query = sa.select(
+            usage_rows.c.created_at,
+            usage_rows.c.prompt_tokens,
+            usage_rows.c.completion_tokens,
+            usage_rows.c.reasoning_tokens,
+            usage_rows.c.cost_nano,
+        ).where(*conditions)
+        sums: dict[str, list[int]] = {}
+        for created_at, *counts in self._read(query):
+            totals = sums.setdefault(_day_key(created_at), [0, 0, 0, 0, 0])
+            totals[0] += 1
+            for index, count in enumerate(counts, start=1):
+                totals[index] += int(count)
+        return [
+            UsageTotal(
+                group=day,
+                requests=totals[0],
+                prompt_tokens=totals[1],
+                completion_tokens=totals[2],
+                reasoning_tokens=totals[3],
+                cost_nano=totals[4],
+            )
+            for day, totals in sorted(sums.items())
+        ]
+
+    def ledger(self, account_id: int) -> list[LedgerEntry]:
+        query = sa.select(ledger).where(ledger.c.account_id == account_id).order_by(ledger.c.id)
+        return [_ledger_entry(row) for row in self._read(query)]
+
+    def ledger_total(self, account_id: int | None = None) -> int:
+        query = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.amount_nano), 0))
+        if account_id is not None:
+            query = query.where(ledger.c.account_id == account_id)
+        return int(self._read(query).scalar_one())
+
+    def usage_cost_total(self, account_id: int | None = None) -> int:
+        query = sa.select(sa.func.coalesce(sa.func.sum(usage_rows.c.cost_nano), 0))
+        if account_id is not None:
+            query = query.where(usage_rows.c.account_id == account_id)
+        return int(self._read(query).scalar_one())
 
     # Installation metadata
 
     def get_meta(self, key: str) -> str | None:
         query = sa.select(app_meta.c.value).where(app_meta.c.key == key)
-        try:
-            with self._engine.connect() as connection:
-                value = connection.execute(query).scalar_one_or_none()
-        except exc.SQLAlchemyError as error:
-            raise self._failed(error) from None
+        value = self._read(query).scalar_one_or_none()
         return None if value is None else str(value)
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> bool:
         try:
-            with self._engine.begin() as connection:
+            with self._write() as connection:
                 if replace:
                     # Update-then-insert is the portable upsert (no dialect ON CONFLICT).
                     updated = connection.execute(

@@ -76,7 +76,7 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, str, FakeOpenAIU
             }
         )
         store = open_store(settings)
-        _record, secret = create_key(store, "t")
+        _record, secret = create_key(store, "t", role="admin")  # postpaid: no balance needed
         store.close()
         app = App(settings)
         queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,14 +22,14 @@ from modelport.services.keys import (
     revoke_key,
 )
 from modelport.store import migrate
-from modelport.store.base import ApiKeyRecord, KeyStore, Role
+from modelport.store.base import ApiKeyRecord, KeyGrant, Role
 from modelport.store.sql import SqlStore
 
 
 class CountingStore:
     """A KeyStore that forwards to another and counts hash lookups (the hot-path query)."""
 
-    def __init__(self, inner: KeyStore) -> None:
+    def __init__(self, inner: SqlStore) -> None:
         self.inner = inner
         self.lookups = 0
 
@@ -54,6 +55,13 @@ class CountingStore:
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> bool:
         return self.inner.set_meta(key, value, replace=replace)
+
+    def find_grant(self, secret_hash: str) -> KeyGrant | None:
+        self.lookups += 1  # what authentication reads: the key with its account and limits
+        return self.inner.find_grant(secret_hash)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class FakeClock:
@@ -100,9 +108,15 @@ def test_unusable_names_are_refused(store: CountingStore, name: str) -> None:
 async def test_authenticate_returns_the_principal(store: CountingStore) -> None:
     record, secret = create_key(store, "alice", role="admin")
     service = KeyService(store, ttl=60)
-    assert await service.authenticate(secret) == Principal(
-        key_id=record.id, name="alice", role="admin"
+    principal = await service.authenticate(secret)
+    assert principal == Principal(
+        key_id=record.id,
+        name="alice",
+        role="admin",
+        account_id=principal.account_id,
+        account_name="admin",  # admin keys made without a user belong to the admin account
     )
+    assert principal.account_id > 0
 
 
 @pytest.mark.asyncio
@@ -206,7 +220,9 @@ async def test_the_cache_is_bounded(store: CountingStore) -> None:
         with pytest.raises(AuthenticationFailed):
             await service.authenticate(generate_secret())
     assert len(service._cache) <= 8
-    assert await service.authenticate(secret) == Principal(key_id=1, name="alice", role="user")
+    principal = await service.authenticate(secret)
+    assert (principal.key_id, principal.name, principal.role) == (1, "alice", "user")
+    assert principal.account_name == "default"  # keys made without a user spend from it
 
 
 def test_revoke_by_id_prefix_secret_and_name(store: CountingStore) -> None:

@@ -11,9 +11,11 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from modelport.store import migrate
 from modelport.store.base import ApiKeyRecord, Role, StoreConflict, StoreError
+from modelport.store.migrator import alembic_config
 from modelport.store.schema import metadata
 from modelport.store.sql import SqlStore
 
@@ -52,8 +54,8 @@ def test_migrate_creates_the_data_directory_and_is_idempotent(tmp_path: Path, ur
     with sqlite3.connect(database) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert {"api_keys", "app_meta", "alembic_version"} <= tables
-    assert versions == [("0001",)]
+    assert {"api_keys", "app_meta", "accounts", "holds", "ledger", "usage"} <= tables
+    assert versions == [(ScriptDirectory.from_config(alembic_config()).get_current_head(),)]
 
 
 def test_migrations_build_exactly_the_schema_module(url: str) -> None:

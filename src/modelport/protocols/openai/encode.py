@@ -23,6 +23,7 @@ from modelport.core.events import (
     ToolCallStart,
     Usage,
 )
+from modelport.core.money import NANO_PER_YUAN
 from modelport.core.types import TokenLogprob
 from modelport.protocols.openai.errors import error_object
 
@@ -31,13 +32,18 @@ DONE = b"data: [DONE]\n\n"
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
-    return {
+    """OpenAI's usage, plus OpenRouter's `cost` (CNY here, as a number) when the request was
+    billed; the exact amount is the generation's `total_cost` (GET /api/v1/generation)."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
+    if usage.cost_nano is not None:
+        body["cost"] = usage.cost_nano / NANO_PER_YUAN
+    return body
 
 
 def _logprob_entry(entry: TokenLogprob) -> dict[str, Any]:

@@ -1,0 +1,281 @@
+"""Accounts, keys and usage over HTTP (JSON): what a key's owner may see, and the admin API.
+
+Owner (any key):
+- `GET /api/v1/generation?id=ID`: one request's usage row (OpenRouter's generation stats); the
+  id is the response's (`chatcmpl-…`, `msg_…`) or the bare request id. Someone else's
+  request is a 404, never a 403 (ids are not confirmed to strangers).
+- `GET /api/v1/me`: the caller's account and balance.
+- `GET /api/v1/usage?by=day|model|key[&since=ISO][&until=ISO]`: the account's totals.
+
+Admin (admin keys only):
+- `GET|POST /api/v1/admin/users`, `GET /api/v1/admin/users/NAME`,
+  `POST /api/v1/admin/users/NAME/topup` `{"amount": "12.5", "reason": "…"}`,
+  `GET /api/v1/admin/users/NAME/ledger`;
+- `GET|POST /api/v1/admin/keys` (`{"name", "user", "rpm", "tpm", "limit", "models",
+  "expires_at"}`; the secret is in the answer once), `DELETE /api/v1/admin/keys/ID` (revoke);
+- `GET /api/v1/admin/usage?by=…[&user=NAME][&key=ID][&since][&until]`.
+
+Money is an exact CNY decimal string (`"balance": "12.5"`) beside integer nano-yuan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+from urllib.parse import parse_qs, unquote
+
+import msgspec
+
+from modelport.core.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+)
+from modelport.http.auth import api_key_from
+from modelport.http.exchange import Exchange
+from modelport.http.state import AppState
+from modelport.services import accounts
+from modelport.services.keys import Principal, revoke_key
+
+PREFIX = "/api/v1/"
+_GROUPS = ("day", "model", "key")
+
+
+async def handle(state: AppState, exchange: Exchange) -> None:
+    """Route a path under /api/v1/ (NotFound when none matches)."""
+    principal = await state.keys.authenticate(api_key_from(exchange))
+    parts = [unquote(part) for part in exchange.path[len(PREFIX) :].split("/") if part]
+    method = exchange.method
+    if parts == ["generation"]:
+        _allow(method, "GET")
+        return await _generation(state, exchange, principal)
+    if parts == ["me"]:
+        _allow(method, "GET")
+        account = await _run(state.billing_store.get_account_by_id, principal.account_id)
+        if account is None:
+            raise NotFound("this key's account no longer exists")
+        return await _json(exchange, accounts.account_json(account))
+    if parts == ["usage"]:
+        _allow(method, "GET")
+        return await _usage(state, exchange, account_id=principal.account_id, key_id=None)
+    if parts[:1] == ["admin"]:
+        if principal.role != "admin":
+            raise PermissionDenied("This needs an admin key.")
+        return await _admin(state, exchange, parts[1:])
+    raise NotFound(f"No route for {method} {exchange.path}.")
+
+
+async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
+    method, store = exchange.method, state.billing_store
+    if parts == ["users"]:
+        _allow(method, "GET", "POST")
+        if method == "GET":
+            found = await _run(store.list_accounts)
+            return await _json(exchange, {"data": [accounts.account_json(a) for a in found]})
+        body = await _body(state, exchange)
+        account = await _run(
+            accounts.create_user,
+            store,
+            _text(body, "name"),
+            balance=_text(body, "balance", "0"),
+            admin=body.get("role") == "admin",
+        )
+        return await _json(exchange, accounts.account_json(account), status=201)
+    if len(parts) == 2 and parts[0] == "users":
+        _allow(method, "GET")
+        account = await _run(accounts.get_user, store, parts[1])
+        return await _json(exchange, accounts.account_json(account))
+    if len(parts) == 3 and parts[0] == "users" and parts[2] == "topup":
+        _allow(method, "POST")
+        body = await _body(state, exchange)
+        account = await _run(
+            accounts.top_up,
+            store,
+            parts[1],
+            _text(body, "amount"),
+            reason=_text(body, "reason", ""),
+        )
+        return await _json(exchange, accounts.account_json(account))
+    if len(parts) == 3 and parts[0] == "users" and parts[2] == "ledger":
+        _allow(method, "GET")
+        account = await _run(accounts.get_user, store, parts[1])
+        entries = await _run(store.ledger, account.id)
+        return await _json(exchange, {"data": [_entry_json(e) for e in entries]})
+    if parts == ["keys"]:
+        _allow(method, "GET", "POST")
+        if method == "GET":
+            user = _query(exchange).get("user")
+            account_id = None
+            if user is not None:
+                account_id = (await _run(accounts.get_user, store, user)).id
+            grants = await _run(store.list_grants, account_id=account_id)
+            return await _json(exchange, {"data": [accounts.grant_json(g) for g in grants]})
+        return await _create_key(state, exchange)
+    if len(parts) == 2 and parts[0] == "keys":
+        _allow(method, "DELETE")
+        if not parts[1].isdigit():
+            raise InvalidRequest("a key is revoked by its numeric id", param="id")
+        revoked = await _run(revoke_key, state.store, parts[1])
+        state.keys.forget_all()
+        await state.key_events.publish("*")
+        return await _json(exchange, {"id": revoked.id, "revoked": True})
+    if parts == ["usage"]:
+        _allow(method, "GET")
+        query = _query(exchange)
+        account_id = None
+        if "user" in query:
+            account_id = (await _run(accounts.get_user, store, query["user"])).id
+        key_id = _int(query, "key")
+        return await _usage(state, exchange, account_id=account_id, key_id=key_id)
+    raise NotFound(f"No route for {method} {exchange.path}.")
+
+
+async def _create_key(state: AppState, exchange: Exchange) -> None:
+    body = await _body(state, exchange)
+    models = body.get("models")
+    if models is not None and not (
+        isinstance(models, list) and all(isinstance(m, str) for m in models)
+    ):
+        raise InvalidRequest("models must be a list of model ids", param="models")
+    expires = body.get("expires_at")
+    expires_at = None
+    if expires is not None:
+        try:
+            expires_at = datetime.fromisoformat(str(expires))
+        except ValueError:
+            raise InvalidRequest(
+                "expires_at must be an ISO 8601 time", param="expires_at"
+            ) from None
+    limit = body.get("limit")
+    record, secret = await _run(
+        accounts.create_account_key,
+        state.billing_store,
+        _text(body, "name"),
+        user=body.get("user"),
+        admin=body.get("role") == "admin",
+        rpm=_optional_int(body, "rpm"),
+        tpm=_optional_int(body, "tpm"),
+        limit=None if limit is None else str(limit),
+        models=None if models is None else tuple(models),
+        expires_at=expires_at,
+        known_models=frozenset(card.id for card in state.catalog.models),
+    )
+    grants = await _run(state.billing_store.list_grants)
+    grant = next(g for g in grants if g.key.id == record.id)
+    await _json(exchange, {**accounts.grant_json(grant), "secret": secret}, status=201)
+
+
+async def _generation(state: AppState, exchange: Exchange, principal: Principal) -> None:
+    wanted = _query(exchange).get("id", "")
+    request_id = wanted.removeprefix("chatcmpl-").removeprefix("msg_")
+    if not request_id:
+        raise InvalidRequest("id is required: the id of a response", param="id")
+    row = await _run(state.billing_store.get_usage, request_id)
+    if row is None or (principal.role != "admin" and row.account_id != principal.account_id):
+        raise NotFound(f"no generation {wanted!r} for this account")
+    await _json(exchange, {"data": accounts.usage_json(row)})
+
+
+async def _usage(
+    state: AppState, exchange: Exchange, *, account_id: int | None, key_id: int | None
+) -> None:
+    query = _query(exchange)
+    by = query.get("by", "day")
+    if by not in _GROUPS:
+        raise InvalidRequest(f"by must be one of {', '.join(_GROUPS)}", param="by")
+    totals = await _run(
+        state.billing_store.usage_totals,
+        by=cast(Literal["day", "model", "key"], by),
+        account_id=account_id,
+        key_id=key_id,
+        since=_time(query, "since"),
+        until=_time(query, "until"),
+    )
+    await _json(exchange, {"by": by, "data": [accounts.total_json(t) for t in totals]})
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+async def _run(function: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+async def _json(exchange: Exchange, body: Any, *, status: int = 200) -> None:
+    await exchange.respond(status, msgspec.json.encode(body))
+
+
+async def _body(state: AppState, exchange: Exchange) -> dict[str, Any]:
+    raw = await exchange.body(state.settings.max_request_bytes)
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], field: str, default: str | None = None) -> str:
+    value = body.get(field, default)
+    if value is None:
+        raise InvalidRequest(f"{field} is required", param=field)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # an amount given as a JSON number
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field} must be a string", param=field)
+    return value
+
+
+def _optional_int(body: dict[str, Any], field: str) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(f"{field} must be an integer", param=field)
+    return value
+
+
+def _query(exchange: Exchange) -> dict[str, str]:
+    return {name: values[-1] for name, values in parse_qs(exchange.query).items()}
+
+
+def _int(query: dict[str, str], field: str) -> int | None:
+    value = query.get(field)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidRequest(f"{field} must be a number", param=field)
+    return int(value)
+
+
+def _time(query: dict[str, str], field: str) -> datetime | None:
+    value = query.get(field)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{field} must be an ISO 8601 date or time", param=field) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(f"{method} is not allowed here; use {', '.join(allowed)}.")
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "amount": accounts.cny(entry.amount_nano),
+        "amount_nano": entry.amount_nano,
+        "kind": entry.kind,
+        "request_id": entry.request_id,
+        "reason": entry.reason,
+        "created_at": entry.created_at.isoformat(),
+    }

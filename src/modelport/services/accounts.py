@@ -1,0 +1,248 @@
+"""Accounts and their keys: what the CLI and the admin API do, in one place.
+
+Synchronous, like the key functions in `services/keys.py`: the CLI calls them directly, the
+admin API through `asyncio.to_thread`. Amounts arrive as CNY decimal strings ("12.5") and are
+kept as integer nano-yuan; every balance change is a ledger entry with a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from modelport.core.errors import InvalidRequest, NotFound
+from modelport.core.money import NANO_PER_YUAN, format_cny, parse_cny
+from modelport.services.keys import (
+    GrantStore,
+    check_key_name,
+    display_prefix,
+    generate_secret,
+    hash_secret,
+)
+from modelport.store.base import (
+    AccountRecord,
+    ApiKeyRecord,
+    KeyGrant,
+    KeyLimits,
+    Role,
+    StoreConflict,
+    UsageRecord,
+    UsageTotal,
+)
+
+MAX_REASON_LENGTH = 500
+
+
+def cny_to_nano(amount: str, *, field: str, allow_negative: bool = False) -> int:
+    """A CNY decimal string as nano-yuan; InvalidRequest naming `field` when it is not an
+    exact amount (more than nine decimals) or, unless allowed, negative."""
+    text = amount.strip()
+    negative = allow_negative and text.startswith("-")
+    try:
+        value = parse_cny(text[1:] if negative else text)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field}: {exc}", param=field) from None
+    nano = value * NANO_PER_YUAN
+    if nano != nano.to_integral_value():
+        raise InvalidRequest(
+            f"{field}: {amount} CNY is finer than a nano-yuan (at most 9 decimals)", param=field
+        )
+    return -int(nano) if negative else int(nano)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_user(
+    store: GrantStore, name: str, *, balance: str = "0", admin: bool = False
+) -> AccountRecord:
+    """A new account (role admin or user), with an opening top-up when `balance` > 0."""
+    name = _check_account_name(name)
+    opening = cny_to_nano(balance, field="balance")
+    role: Role = "admin" if admin else "user"
+    try:
+        account = store.create_account(name=name, role=role, created_at=_now())
+    except StoreConflict:
+        raise InvalidRequest(f"a user named {name!r} already exists", param="name") from None
+    if opening:
+        account = store.top_up(account.id, opening, reason="opening balance", created_at=_now())
+    return account
+
+
+def _check_account_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or not name.isprintable() or "/" in name:
+        raise InvalidRequest(
+            "user name must be 1 to 100 printable characters without '/'", param="name"
+        )
+    return name
+
+
+def get_user(store: GrantStore, name: str) -> AccountRecord:
+    account = store.get_account(name)
+    if account is None:
+        raise NotFound(f"no user named {name!r}")
+    return account
+
+
+def top_up(store: GrantStore, name: str, amount: str, *, reason: str) -> AccountRecord:
+    """Add `amount` CNY (negative: an adjustment down, never below zero) with a reason."""
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidRequest(
+            f"reason must be 1 to {MAX_REASON_LENGTH} characters: every change of a balance "
+            "is recorded with one",
+            param="reason",
+        )
+    nano = cny_to_nano(amount, field="amount", allow_negative=True)
+    if nano == 0:
+        raise InvalidRequest("amount must not be zero", param="amount")
+    account = get_user(store, name)
+    try:
+        return store.top_up(account.id, nano, reason=reason, created_at=_now())
+    except StoreConflict:
+        raise InvalidRequest(
+            f"an adjustment of {amount} CNY would take {name!r} below zero "
+            f"(balance {format_cny(account.balance_nano)} CNY)",
+            param="amount",
+        ) from None
+
+
+def create_account_key(
+    store: GrantStore,
+    name: str,
+    *,
+    user: str | None = None,
+    admin: bool = False,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    limit: str | None = None,
+    models: tuple[str, ...] | None = None,
+    expires_at: datetime | None = None,
+    known_models: frozenset[str] | None = None,
+) -> tuple[ApiKeyRecord, str]:
+    """Issue a key for `user` (default: the "admin" account for admin keys, "default" for
+    others) with its limits; returns the record and the secret, shown once."""
+    name = check_key_name(name)
+    for field, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and value < 1:
+            raise InvalidRequest(f"{field} must be at least 1", param=field)
+    if models is not None:
+        models = tuple(model.strip() for model in models if model.strip())
+        unknown = [m for m in models if known_models is not None and m not in known_models]
+        if unknown:
+            raise InvalidRequest(f"unknown model(s): {', '.join(unknown)}", param="models")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
+    limits = KeyLimits(
+        expires_at=expires_at,
+        allowed_models=models,
+        spend_limit_nano=None if limit is None else cny_to_nano(limit, field="limit"),
+        rpm=rpm,
+        tpm=tpm,
+    )
+    account_name = user or ("admin" if admin else "default")
+    account = store.get_account(account_name)
+    if account is None:
+        if user is not None:
+            raise NotFound(f"no user named {user!r}")
+        role: Role = "admin" if admin else "user"
+        try:
+            account = store.create_account(name=account_name, role=role, created_at=_now())
+        except StoreConflict:  # created meanwhile by another process
+            account = get_user(store, account_name)
+    secret = generate_secret()
+    record = store.create_account_key(
+        account_id=account.id,
+        name=name,
+        prefix=display_prefix(secret),
+        secret_hash=hash_secret(secret),
+        role=account.role,
+        limits=limits,
+        created_at=_now(),
+    )
+    return record, secret
+
+
+# ---------------------------------------------------------------------------- JSON views
+
+
+def cny(nano: int) -> str:
+    """Money in responses: an exact decimal string of CNY."""
+    return format_cny(nano)
+
+
+def account_json(account: AccountRecord) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "role": account.role,
+        "balance": cny(account.balance_nano),
+        "balance_nano": account.balance_nano,
+        "created_at": account.created_at.isoformat(),
+    }
+
+
+def grant_json(grant: KeyGrant) -> dict[str, Any]:
+    key, limits = grant.key, grant.limits
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "user": grant.account.name,
+        "role": grant.account.role,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": None if key.revoked_at is None else key.revoked_at.isoformat(),
+        "expires_at": None if limits.expires_at is None else limits.expires_at.isoformat(),
+        "models": None if limits.allowed_models is None else list(limits.allowed_models),
+        "limit": None if limits.spend_limit_nano is None else cny(limits.spend_limit_nano),
+        "spent": cny(grant.spent_nano),
+        "rpm": limits.rpm,
+        "tpm": limits.tpm,
+    }
+
+
+def usage_json(row: UsageRecord) -> dict[str, Any]:
+    """A usage row as `GET /api/v1/generation` returns it (OpenRouter's names where they
+    exist: tokens_prompt, tokens_completion, generation_time, latency)."""
+    return {
+        "id": row.request_id,
+        "model": row.model,
+        "backend": row.backend,
+        "created_at": row.created_at.isoformat(),
+        "tokens_prompt": row.prompt_tokens,
+        "tokens_completion": row.completion_tokens,
+        "tokens_reasoning": row.reasoning_tokens,
+        "tokens_cached": row.cached_tokens,
+        "total_cost": cny(row.cost_nano),
+        "cost_nano": row.cost_nano,
+        "latency": row.ttft_ms,
+        "generation_time": row.latency_ms,
+        "finish_reason": row.finish_reason,
+        "native_finish_reason": row.native_finish_reason,
+        "status": row.status,
+        "error_code": row.error_code,
+        "streamed": row.streamed,
+        "cancelled": row.cancelled,
+        "key_id": row.key_id,
+    }
+
+
+def total_json(total: UsageTotal) -> dict[str, Any]:
+    return {
+        "group": total.group,
+        "requests": total.requests,
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "reasoning_tokens": total.reasoning_tokens,
+        "cost": cny(total.cost_nano),
+        "cost_nano": total.cost_nano,
+    }
+
+
+def cost_number(nano: int) -> float:
+    """Cost as a JSON number of CNY (for `usage.cost`, where clients expect a number); the
+    exact figure is in the usage rows."""
+    return float(Decimal(nano) / NANO_PER_YUAN)
