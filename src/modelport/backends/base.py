@@ -52,6 +52,10 @@ class TokenCounter(Protocol):
 
     async def count_tokens(self, request: ChatRequest) -> int | None: ...
 
+    async def count_text(self, text: str) -> int | None:
+        """Tokens in generated text (billing a stream cut before its usage arrived)."""
+        ...
+
 
 @runtime_checkable
 class Closeable(Protocol):

@@ -200,6 +200,11 @@ class OpenAICompatEngine:
             return None  # content the text template cannot show (images)
         return await asyncio.to_thread(self._tokenizer.count, prompt)
 
+    async def count_text(self, text: str) -> int | None:
+        if self._tokenizer is None:
+            return None
+        return await asyncio.to_thread(self._tokenizer.count, text)
+
     def _reasoning_counter(self, request: ChatRequest) -> ReasoningCounter | None:
         """For a thinking request: counts reasoning tokens when the upstream reports none
         (Qwen3's tokenizer, loaded at start-up for Qwen3 models)."""

@@ -21,3 +21,8 @@ def estimate_tokens(request: ChatRequest) -> int:
     for tool in request.tools:
         size += len(msgspec.json.encode(tool))
     return max(1, -(-size // CHARS_PER_TOKEN))
+
+
+def estimate_text_tokens(text: str) -> int:
+    """Tokens in plain text, estimated the same way."""
+    return -(-len(text) // CHARS_PER_TOKEN)

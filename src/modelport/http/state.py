@@ -52,7 +52,11 @@ class AppState:
         self.key_events = key_events or LocalKeyEvents()
         self.inference = InferenceService(catalog, routes)
         self.inference.billing = BillingService(
-            store, self.limiter, self.inference.prompt_size, hold_ttl=settings.hold_ttl
+            store,
+            self.limiter,
+            self.inference.prompt_size,
+            self.inference.output_size,
+            hold_ttl=settings.hold_ttl,
         )
         self.models_body = encode_model_list(catalog)
         self.anthropic_models_body = anthropic_model_list(

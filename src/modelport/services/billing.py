@@ -40,6 +40,7 @@ from modelport.core.errors import (
 )
 from modelport.core.events import Stop, Usage
 from modelport.core.money import format_cny
+from modelport.core.tokens import estimate_text_tokens, estimate_tokens
 from modelport.core.types import ChatRequest
 from modelport.services.keys import Principal
 from modelport.services.limits import RateLimiter
@@ -52,6 +53,7 @@ ESTIMATE_PADDING = 1.25
 ESTIMATE_SLACK = 16
 
 PromptCounter = Callable[[ModelCard, ChatRequest], Awaitable[tuple[int, bool]]]
+OutputCounter = Callable[[ModelCard, str], Awaitable[int]]
 
 
 class Admission(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +62,8 @@ class Admission(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     principal: Principal
     card: ModelCard
+    request: ChatRequest
+    prompt_tokens: int | None  # as counted for the hold (None: not counted)
     hold_nano: int
     streamed: bool
     started: float  # time.monotonic()
@@ -72,12 +76,14 @@ class BillingService:
         store: BillingStore,
         limiter: RateLimiter,
         count_prompt: PromptCounter,
+        count_output: OutputCounter,
         *,
         hold_ttl: float,
     ) -> None:
         self._store = store
         self._limiter = limiter
         self._count_prompt = count_prompt
+        self._count_output = count_output
         self._hold_ttl = timedelta(seconds=hold_ttl)
 
     async def admit(
@@ -102,11 +108,12 @@ class BillingService:
         await self._limiter.admit(principal.key_id, rpm=limits.rpm, tpm=limits.tpm)
         now = datetime.now(UTC)
         hold = 0
+        prompt_tokens: int | None = None
         # Admin accounts are the operator's own: billed like any other (usage rows, ledger
         # charges), but postpaid, so never refused for their balance.
         prepaid = principal.role != "admin"
         if prepaid and (card.pricing.input_nano or card.pricing.output_nano):
-            hold = await self._worst_case(card, request)
+            hold, prompt_tokens = await self._worst_case(card, request)
             result = await asyncio.to_thread(
                 self._store.place_hold,
                 request_id=request_id,
@@ -122,20 +129,22 @@ class BillingService:
             request_id=request_id,
             principal=principal,
             card=card,
+            request=request,
+            prompt_tokens=prompt_tokens,
             hold_nano=hold,
             streamed=streamed,
             started=time.monotonic(),
             created_at=now,
         )
 
-    async def _worst_case(self, card: ModelCard, request: ChatRequest) -> int:
-        prompt, exact = await self._count_prompt(card, request)
-        if not exact:
-            prompt = int(prompt * ESTIMATE_PADDING) + ESTIMATE_SLACK
+    async def _worst_case(self, card: ModelCard, request: ChatRequest) -> tuple[int, int]:
+        """The hold, and the prompt's size as counted (unpadded)."""
+        counted, exact = await self._count_prompt(card, request)
+        prompt = counted if exact else int(counted * ESTIMATE_PADDING) + ESTIMATE_SLACK
         output = request.max_output_tokens or card.max_output_tokens
         if output is None:
             output = max(card.context_length - prompt, 1)
-        return card.pricing.cost_nano(prompt, output)
+        return card.pricing.cost_nano(prompt, output), counted
 
     @staticmethod
     def _refusal(reason: str, hold: int, balance: int | None) -> ModelportError:
@@ -174,10 +183,15 @@ class BillingService:
         cancelled: bool,
         backend: str | None,
         ttft: float | None,
+        generated: str = "",
     ) -> Usage | None:
         """Charge and record the request, once; returns its usage with the cost filled in.
-        `cancelled`: the client went away (prompt and generated tokens are billed)."""
+        `cancelled`: the client went away (prompt and generated tokens are billed).
+        `generated`: the text relayed, to count when the backend never reported usage (a
+        stream cut before its final usage chunk)."""
         finished = stop is not None
+        if usage is None and (finished or cancelled or generated):
+            usage = await self._counted_usage(admission, generated)
         cost = self.cost(admission.card, usage, finished=finished or cancelled)
         status: Literal["ok", "error", "cancelled"] = (
             "ok" if finished else ("cancelled" if cancelled else "error")
@@ -215,6 +229,23 @@ class BillingService:
         if usage is None:
             return None
         return msgspec.structs.replace(usage, cost_nano=cost)
+
+    async def _counted_usage(self, admission: Admission, generated: str) -> Usage:
+        """Usage the gateway counts itself: the prompt as counted for the hold (or now), and
+        the relayed text with the model's tokenizer where there is one, else estimated."""
+        prompt = admission.prompt_tokens
+        if prompt is None:
+            try:
+                prompt, _exact = await self._count_prompt(admission.card, admission.request)
+            except ModelportError:  # a prompt the tokenizer refuses (images on a text model)
+                prompt = estimate_tokens(admission.request)
+        completion = 0
+        if generated:
+            try:
+                completion = await self._count_output(admission.card, generated)
+            except ModelportError:
+                completion = estimate_text_tokens(generated)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
     async def release_expired_holds(self) -> int:
         released = await asyncio.to_thread(self._store.release_expired_holds, datetime.now(UTC))

@@ -32,11 +32,12 @@ from modelport.core.events import (
     Start,
     Stop,
     TextDelta,
+    ToolCallDelta,
     ToolCallStart,
     Usage,
 )
 from modelport.core.ids import request_id
-from modelport.core.tokens import estimate_tokens
+from modelport.core.tokens import estimate_text_tokens, estimate_tokens
 from modelport.core.types import ChatRequest
 from modelport.core.verbosity import apply_verbosity
 from modelport.services.billing import Admission, BillingService
@@ -171,6 +172,15 @@ class InferenceService:
         assert last_error is not None
         raise last_error
 
+    async def output_size(self, card: ModelCard, text: str) -> int:
+        """Tokens in generated text: a backend's tokenizer, else an estimate."""
+        for backend in self._ordered_backends(card):
+            if isinstance(backend, TokenCounter):
+                counted = await backend.count_text(text)
+                if counted is not None:
+                    return counted
+        return estimate_text_tokens(text)
+
     async def prompt_size(self, card: ModelCard, request: ChatRequest) -> tuple[int, bool]:
         """The prompt's tokens and whether the count is exact (a backend's tokenizer) or an
         estimate (the text's length)."""
@@ -207,11 +217,18 @@ class InferenceService:
         error: ModelportError | None = None
         first_token_at: float | None = None
         settled = admission is None
+        # What was relayed, for billing a stream cut before the backend reported usage.
+        generated: list[str] | None = None if admission is None else []
         try:
             yield first
             async for event in stream:
                 if first_token_at is None and isinstance(event, _CONTENT):
                     first_token_at = time.monotonic()
+                if generated is not None:
+                    if isinstance(event, TextDelta | ReasoningDelta):
+                        generated.append(event.text)
+                    elif isinstance(event, ToolCallDelta):
+                        generated.append(event.arguments)
                 if isinstance(event, Usage):
                     usage = event
                     if admission is not None:
@@ -259,6 +276,7 @@ class InferenceService:
                     cancelled=error is None,
                     backend=first.backend,
                     ttft=_since(started, first_token_at),
+                    generated="".join(generated or ()),
                 )
             self._meter(ctx, principal, first, usage, stop, error, started, first_token_at)
 

@@ -133,17 +133,26 @@ class LlamaCppEngine:
         if counter is not None:
             await asyncio.to_thread(counter.close)
 
+    async def count_text(self, text: str) -> int:
+        """Tokens in generated text, with the model's tokenizer (no BOS, no special tokens)."""
+        counter = await self._vocab_counter()
+        return await asyncio.to_thread(counter.count_text, text)
+
+    async def _vocab_counter(self) -> VocabCounter:
+        info = self._started()
+        async with self._counter_lock:
+            if self._counter is None:
+                assert self._path is not None
+                self._counter = await asyncio.to_thread(VocabCounter, self._path, info)
+            return self._counter
+
     async def count_tokens(self, request: ChatRequest) -> int:
         """The request's prompt tokens, exactly as generation would count them: the same
         template rendering and tokenizer, without taking a worker from generation."""
         info = self._started()
         _check_request(request)
         prompt = self._prompt(info, request)
-        async with self._counter_lock:
-            if self._counter is None:
-                assert self._path is not None
-                self._counter = await asyncio.to_thread(VocabCounter, self._path, info)
-            counter = self._counter
+        counter = await self._vocab_counter()
         return await asyncio.to_thread(counter.count, prompt)
 
     def render_prompt(self, request: ChatRequest) -> str:

@@ -501,6 +501,10 @@ class VocabCounter:
         with self._lock:
             return len(prompt_tokens(self._llm, self._info, prompt))
 
+    def count_text(self, text: str) -> int:
+        with self._lock:
+            return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def close(self) -> None:
         with self._lock:
             self._llm.close()
