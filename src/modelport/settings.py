@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     claude_model: str | None = None
     # Redis for several replicas: shared rate-limit counters and key-cache invalidation.
     redis_url: str | None = None
+    # Names in Redis start with this: installations sharing one Redis need different ones.
+    redis_prefix: str = "modelport"
     # Seconds after which a hold whose request never settled (its process died) is released.
     hold_ttl: float = 1800.0
     # [[models]] entries from the config file, merged into the shipped catalog by id

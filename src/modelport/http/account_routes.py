@@ -118,8 +118,8 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         if not parts[1].isdigit():
             raise InvalidRequest("a key is revoked by its numeric id", param="id")
         revoked = await _run(revoke_key, state.store, parts[1])
-        state.keys.forget_all()
-        await state.key_events.publish("*")
+        state.keys.forget(revoked.secret_hash)
+        await state.key_events.publish(revoked.secret_hash)
         return await _json(exchange, {"id": revoked.id, "revoked": True})
     if parts == ["usage"]:
         _allow(method, "GET")

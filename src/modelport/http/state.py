@@ -75,8 +75,9 @@ class AppState:
         if settings.redis_url:
             from modelport.store.redis import RedisKeyEvents, RedisRateLimiter
 
-            limiter = RedisRateLimiter(settings.redis_url)
-            events = RedisKeyEvents(settings.redis_url)
+            prefix = settings.redis_prefix
+            limiter = RedisRateLimiter(settings.redis_url, prefix=prefix)
+            events = RedisKeyEvents(settings.redis_url, channel=f"{prefix}:keys")
         else:
             limiter, events = InProcessRateLimiter(), LocalKeyEvents()
         state = cls(settings, catalog, store, keys, routes, limiter=limiter, key_events=events)
