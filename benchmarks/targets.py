@@ -46,16 +46,27 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def create_key(env: dict[str, str], name: str) -> str:
-    """An API key made with the CLI against the data dir and config in `env`."""
-    created = subprocess.run(
-        [sys.executable, "-m", "modelport", "keys", "create", "--name", name],
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelport", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def create_key(env: dict[str, str], name: str) -> str:
+    """An API key made with the CLI against the data dir and config in `env`: a user's key
+    with a balance that covers the whole run, so every request takes the billed path (a hold
+    at admission, a settlement at the end), as a paying user's requests do. Builds without
+    accounts (a side-by-side run of an older commit) get a plain key."""
+    user = _cli(env, "users", "create", name, "--balance", "1000000000")
+    if user.returncode == 0:
+        created = _cli(env, "keys", "create", "--name", name, "--user", name)
+    else:
+        created = _cli(env, "keys", "create", "--name", name)
     lines = created.stdout.strip().splitlines()
     if created.returncode != 0 or not lines:
         raise BenchError(f"modelport keys create failed: {created.stderr.strip()}")

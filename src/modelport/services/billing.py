@@ -44,7 +44,7 @@ from modelport.core.tokens import estimate_text_tokens, estimate_tokens
 from modelport.core.types import ChatRequest
 from modelport.services.keys import Principal
 from modelport.services.limits import RateLimiter
-from modelport.store.base import BillingStore, UsageRecord
+from modelport.store.base import BillingStore, HoldResult, UsageRecord
 
 log = logging.getLogger("modelport.billing")
 
@@ -114,15 +114,25 @@ class BillingService:
         prepaid = principal.role != "admin"
         if prepaid and (card.pricing.input_nano or card.pricing.output_nano):
             hold, prompt_tokens = await self._worst_case(card, request)
-            result = await asyncio.to_thread(
-                self._store.place_hold,
-                request_id=request_id,
-                account_id=principal.account_id,
-                key_id=principal.key_id,
-                amount_nano=hold,
-                created_at=now,
-                expires_at=now + self._hold_ttl,
+            placing = asyncio.wrap_future(
+                self._store.submit_hold(
+                    request_id=request_id,
+                    account_id=principal.account_id,
+                    key_id=principal.key_id,
+                    amount_nano=hold,
+                    created_at=now,
+                    expires_at=now + self._hold_ttl,
+                )
             )
+            try:
+                result = await asyncio.shield(placing)
+            except asyncio.CancelledError:
+                # The client went away while the hold was being placed: give it back as
+                # soon as it is (a request that never ran, recorded as cancelled).
+                placing.add_done_callback(
+                    lambda done: self._release_abandoned(done, principal, card, request_id, now)
+                )
+                raise
             if not result.placed:
                 raise self._refusal(result.reason, hold, result.balance_nano)
         return Admission(
@@ -161,6 +171,29 @@ class BillingService:
             f"Insufficient balance: this request may cost up to {needed} CNY (the prompt plus "
             f"max_tokens, or the model's output limit, at the model's prices) and the balance "
             f"is {format_cny(balance or 0)} CNY. Lower max_tokens, or top up."
+        )
+
+    def _release_abandoned(
+        self,
+        placing: asyncio.Future[HoldResult],
+        principal: Principal,
+        card: ModelCard,
+        request_id: str,
+        now: datetime,
+    ) -> None:
+        if placing.cancelled() or placing.exception() is not None or not placing.result().placed:
+            return
+        self._store.submit_settle(
+            UsageRecord(
+                request_id=request_id,
+                account_id=principal.account_id,
+                key_id=principal.key_id,
+                model=card.id,
+                backend=None,
+                status="cancelled",
+                cancelled=True,
+                created_at=now,
+            )
         )
 
     @staticmethod
@@ -218,8 +251,8 @@ class BillingService:
             cancelled=cancelled,
             created_at=admission.created_at,
         )
-        # The thread commits even if this task is cancelled while waiting for it.
-        await asyncio.to_thread(self._store.settle, record)
+        # Shielded: the store's writer commits it even if this task is cancelled meanwhile.
+        await asyncio.shield(asyncio.wrap_future(self._store.submit_settle(record)))
         tpm = admission.principal.limits.tpm
         if usage is not None and usage.total_tokens and tpm is not None:
             try:

@@ -6,6 +6,7 @@ Records are frozen msgspec Structs: no ORM objects ever leave the store.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -216,6 +217,23 @@ class BillingStore(Protocol):
         only if the balance covers it and the key's spending limit allows it (conditional
         updates: concurrent holds can never take a balance below zero), and record the hold.
         A second hold for the same request id is refused ("duplicate")."""
+        ...
+
+    def submit_hold(
+        self,
+        *,
+        request_id: str,
+        account_id: int,
+        key_id: int,
+        amount_nano: int,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Future[HoldResult]:
+        """`place_hold` without blocking: resolves once its transaction has committed."""
+        ...
+
+    def submit_settle(self, usage: UsageRecord) -> Future[bool]:
+        """`settle` without blocking: resolves once its transaction has committed."""
         ...
 
     def settle(self, usage: UsageRecord) -> bool:

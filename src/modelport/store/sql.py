@@ -19,6 +19,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from types import TracebackType
@@ -41,23 +42,13 @@ from modelport.store.base import (
     UsageRecord,
     UsageTotal,
 )
+from modelport.store.batch import ADD_BALANCE, ADD_SPENDING, BatchWriter, HoldOp
 from modelport.store.engine import make_engine, redacted
 from modelport.store.schema import accounts, api_keys, app_meta, holds, ledger
 from modelport.store.schema import usage as usage_rows
 
 # The account `create_key` (the interface without accounts) puts a key of each role into.
 DEFAULT_ACCOUNTS: dict[Role, str] = {"admin": "admin", "user": "default"}
-
-_HoldRefusal = Literal["balance", "key_limit", "duplicate"]
-
-
-class _Refused(Exception):
-    """Raised inside a write transaction to roll it back; carries the reason."""
-
-    def __init__(self, reason: _HoldRefusal) -> None:
-        super().__init__(reason)
-        self.reason: _HoldRefusal = reason
-
 
 # ------------------------------------------------------------------------------ rows to records
 
@@ -147,20 +138,6 @@ def _usage(row: sa.Row[Any]) -> UsageRecord:
     return UsageRecord(**{field: values[field] for field in _USAGE_FIELDS})
 
 
-def _usage_values(record: UsageRecord) -> dict[str, Any]:
-    return {field: getattr(record, field) for field in _USAGE_FIELDS}
-
-
-def _request_id_taken(request_id: str) -> sa.Select[bool]:
-    """Whether the request id already has a hold or a usage row."""
-    return sa.select(
-        sa.or_(
-            sa.exists().where(holds.c.request_id == request_id),
-            sa.exists().where(usage_rows.c.request_id == request_id),
-        )
-    )
-
-
 def _day_key(moment: datetime) -> str:
     return moment.astimezone(UTC).date().isoformat()
 
@@ -177,9 +154,17 @@ class SqlStore:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if self._sqlite else nullcontext()
         )
+        self._writer = BatchWriter(self._write, lock_rows=not self._sqlite, translate=self._error)
 
     def close(self) -> None:
+        self._writer.close()
         self._engine.dispose()
+
+    def _error(self, error: Exception) -> Exception:
+        """What a failed write becomes for callers: the store's own error types."""
+        if isinstance(error, exc.SQLAlchemyError):
+            return self._failed(error)
+        return error
 
     def __enter__(self) -> SqlStore:
         return self
@@ -403,26 +388,7 @@ class SqlStore:
     ) -> HoldResult:
         """A request id already settled counts as a duplicate too. A hold of 0 takes nothing,
         so it is placed even where the balance or the key's spending is past its limit."""
-        if amount_nano < 0:
-            raise ValueError(f"a hold cannot be negative ({amount_nano})")
-        take = (
-            accounts.update()
-            .where(accounts.c.id == account_id, accounts.c.balance_nano >= amount_nano)
-            .values(balance_nano=accounts.c.balance_nano - amount_nano)
-            .returning(accounts.c.balance_nano)
-        )
-        spend = (
-            api_keys.update()
-            .where(
-                api_keys.c.id == key_id,
-                sa.or_(
-                    api_keys.c.spend_limit_nano.is_(None),
-                    api_keys.c.spent_nano + amount_nano <= api_keys.c.spend_limit_nano,
-                ),
-            )
-            .values(spent_nano=api_keys.c.spent_nano + amount_nano)
-        )
-        hold = holds.insert().values(
+        future = self.submit_hold(
             request_id=request_id,
             account_id=account_id,
             key_id=key_id,
@@ -430,75 +396,38 @@ class SqlStore:
             created_at=created_at,
             expires_at=expires_at,
         )
-        balance_query = sa.select(accounts.c.balance_nano).where(accounts.c.id == account_id)
-        reason: _HoldRefusal
-        try:
-            with self._write() as connection:
-                if connection.execute(_request_id_taken(request_id)).scalar():
-                    raise _Refused("duplicate")
-                connection.execute(hold)
-                if amount_nano == 0:
-                    balance = connection.execute(balance_query).scalar_one()
-                else:
-                    balance = connection.execute(take).scalar_one_or_none()
-                    if balance is None:
-                        raise _Refused("balance")
-                    if connection.execute(spend).rowcount != 1:
-                        raise _Refused("key_limit")
-            return HoldResult(True, "ok", int(balance))
-        except _Refused as refused:
-            reason = refused.reason
-        except exc.IntegrityError as error:
-            # A concurrent hold for the same id (PostgreSQL), or no such account or key.
-            if not self._read(_request_id_taken(request_id)).scalar():
-                raise self._failed(error) from None
-            reason = "duplicate"
-        except exc.SQLAlchemyError as error:
-            raise self._failed(error) from None
-        found = self._read(balance_query).scalar_one_or_none()
-        return HoldResult(False, reason, None if found is None else int(found))
+        result: HoldResult = future.result()
+        return result
+
+    def submit_hold(
+        self,
+        *,
+        request_id: str,
+        account_id: int,
+        key_id: int,
+        amount_nano: int,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Future[HoldResult]:
+        """`place_hold` through the group-commit writer (`store/batch.py`), without blocking
+        the caller: the future resolves once the hold's transaction has committed."""
+        if amount_nano < 0:
+            raise ValueError(f"a hold cannot be negative ({amount_nano})")
+        return self._writer.submit(
+            HoldOp(request_id, account_id, key_id, amount_nano, created_at, expires_at)
+        )
 
     def settle(self, usage: UsageRecord) -> bool:
         """The hold is given back to the account and key it was taken from, the cost taken
         from the usage row's account and key (the same ones, unless the caller mixed them)."""
+        settled: bool = self.submit_settle(usage).result()
+        return settled
+
+    def submit_settle(self, usage: UsageRecord) -> Future[bool]:
+        """`settle` through the group-commit writer; resolves once committed."""
         if usage.cost_nano < 0:
             raise ValueError(f"a cost cannot be negative ({usage.cost_nano})")
-        request_id = usage.request_id
-        release = (
-            holds.delete()
-            .where(holds.c.request_id == request_id)
-            .returning(holds.c.account_id, holds.c.key_id, holds.c.amount_nano)
-        )
-        charge = ledger.insert().values(
-            account_id=usage.account_id,
-            amount_nano=-usage.cost_nano,
-            kind="charge",
-            request_id=request_id,
-            reason=None,
-            created_at=usage.created_at,
-        )
-        balances: defaultdict[int, int] = defaultdict(int)
-        spending: defaultdict[int, int] = defaultdict(int)
-        balances[usage.account_id] -= usage.cost_nano
-        spending[usage.key_id] += usage.cost_nano
-        try:
-            with self._write() as connection:
-                # First, so that a second settle fails here before anything else changed.
-                connection.execute(usage_rows.insert().values(**_usage_values(usage)))
-                held = connection.execute(release).one_or_none()
-                if held is not None:
-                    balances[held.account_id] += held.amount_nano
-                    spending[held.key_id] -= held.amount_nano
-                self._apply(connection, balances, spending)
-                if usage.cost_nano > 0:
-                    connection.execute(charge)
-        except exc.IntegrityError as error:
-            if self.get_usage(request_id) is not None:
-                return False
-            raise self._failed(error) from None
-        except exc.SQLAlchemyError as error:
-            raise self._failed(error) from None
-        return True
+        return self._writer.submit(usage)
 
     @staticmethod
     def _apply(
@@ -507,18 +436,10 @@ class SqlStore:
         """Add the deltas to balances and key spending, accounts first, each in id order."""
         for account_id, delta in sorted(balances.items()):
             if delta:
-                connection.execute(
-                    accounts.update()
-                    .where(accounts.c.id == account_id)
-                    .values(balance_nano=accounts.c.balance_nano + delta)
-                )
+                connection.execute(ADD_BALANCE, {"p_account": account_id, "p_delta": delta})
         for key_id, delta in sorted(spending.items()):
             if delta:
-                connection.execute(
-                    api_keys.update()
-                    .where(api_keys.c.id == key_id)
-                    .values(spent_nano=api_keys.c.spent_nano + delta)
-                )
+                connection.execute(ADD_SPENDING, {"p_key": key_id, "p_delta": delta})
 
     def release_expired_holds(self, now: datetime) -> int:
         """Holds expire when `expires_at <= now`. One transaction: one statement deletes them
