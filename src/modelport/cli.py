@@ -200,7 +200,27 @@ def _keys(args: argparse.Namespace, store: SqlStore, settings: Settings) -> int:
         return EXIT_OK
     revoked = revoke_key(store, args.key)
     print(f"Revoked key {revoked.id} {revoked.name!r} ({revoked.prefix}...).")
+    if settings.redis_url:
+        _announce_revocation(settings, revoked.secret_hash)
     return EXIT_OK
+
+
+def _announce_revocation(settings: Settings, secret_hash: str) -> None:
+    """Tell running replicas at once (they otherwise trust their key cache for its TTL)."""
+    import asyncio
+
+    from modelport.store.redis import RedisKeyEvents
+
+    assert settings.redis_url is not None
+
+    async def publish() -> None:
+        events = RedisKeyEvents(settings.redis_url or "", channel=f"{settings.redis_prefix}:keys")
+        try:
+            await events.publish(secret_hash)
+        finally:
+            await events.aclose()
+
+    asyncio.run(publish())
 
 
 def _serve(settings: Settings, store: SqlStore) -> int:

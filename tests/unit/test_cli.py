@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -201,3 +202,33 @@ def test_serve_with_a_broken_catalog_entry_exits_2_before_starting(
     assert "description" in err
     assert "acme/new" in err
     assert fake_server == []
+
+
+def test_keys_revoke_tells_running_replicas_through_redis(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Replicas trust their key cache for its TTL; a revocation made with the CLI is announced
+    # on the key-change channel so that they forget the key at once.
+    redis = pytest.importorskip("redis")
+    prefix = f"cli-test-{os.getpid()}"
+    monkeypatch.setenv("MODELPORT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("MODELPORT_REDIS_PREFIX", prefix)
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        subscriber = client.pubsub()
+        subscriber.subscribe(f"{prefix}:keys")
+    except redis.RedisError as error:
+        pytest.skip(f"Redis is not reachable on 127.0.0.1:6379: {error}")
+    try:
+        assert subscriber.get_message(timeout=2)["type"] == "subscribe"
+        code, out, _ = run(capsys, "keys", "create", "--name", "leaving")
+        assert code == 0
+        secret = out.strip().splitlines()[-1]
+        code, _, _ = run(capsys, "keys", "revoke", "leaving")
+        assert code == 0
+        message = subscriber.get_message(timeout=5)
+        assert message is not None and message["type"] == "message"
+        assert message["data"].decode() == hashlib.sha256(secret.encode()).hexdigest()
+    finally:
+        subscriber.close()
+        client.close()
