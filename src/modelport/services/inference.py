@@ -62,8 +62,9 @@ NOT_CONFIGURED = (
 
 class Generation(msgspec.Struct, frozen=True):
     """A started generation: its id, the model card, and the event stream (Start first).
-    `prompt_tokens`: the prompt's size as far as the backend knew it at the start (the local
-    engine counts before it starts; upstreams report at the end), else None."""
+    `prompt_tokens`: the prompt's size as far as it was known at the start (the local engine
+    counts before it starts; a billed request's prompt was counted for its hold; upstreams
+    report at the end), else None."""
 
     request_id: str
     card: ModelCard
@@ -143,6 +144,8 @@ class InferenceService:
             raise
         events = self._relay(first, stream, ctx, principal, started, admission)
         known = ctx.usage.prompt_tokens if ctx.usage is not None else None
+        if known is None and admission is not None:
+            known = admission.prompt_tokens  # as counted for the hold
         return Generation(ctx.request_id, card, events, int(time.time()), known)
 
     async def _first_event(
