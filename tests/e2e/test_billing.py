@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import msgspec
 import openai
@@ -760,3 +761,21 @@ def test_concurrent_requests_never_overdraw_a_balance(gateway: Gateway) -> None:
     assert {row["cost_nano"] for row in rows} == {hold}
     assert {row["status"] for row in rows} == {"ok"}
     gateway.assert_books_balance(user, 10 * hold)
+
+
+def test_the_anthropic_sdk_sees_billing_and_permission_errors(gateway: Gateway) -> None:
+    # Claude-style clients get the Anthropic error types for the billing-era refusals: the
+    # SDK's own exception classes, with the typed body.
+    poor = gateway.new_user("0.0001")
+    restricted = gateway.new_user("1", models=[MODEL])
+    base = str(gateway.http.base_url).rstrip("/") + "/api/anthropic"
+    message = [{"role": "user", "content": f"{gateway.script(Script(text=['no']))}: hi"}]
+    with anthropic.Anthropic(base_url=base, api_key=poor.secret, max_retries=0) as client:
+        with pytest.raises(anthropic.APIStatusError) as raised:
+            client.messages.create(model=MODEL, max_tokens=1000, messages=message)
+        assert raised.value.status_code == 402
+        assert raised.value.body["error"]["type"] == "billing_error"
+    with anthropic.Anthropic(base_url=base, api_key=restricted.secret, max_retries=0) as client:
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:
+            client.messages.create(model=OTHER_MODEL, max_tokens=8, messages=message)
+        assert denied.value.body["error"]["type"] == "permission_error"
