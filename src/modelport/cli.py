@@ -12,13 +12,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from modelport.core.catalog import ConfigError
-from modelport.core.errors import InvalidRequest, ModelportError
+from modelport.core.errors import ModelportError
 from modelport.services import accounts
 from modelport.services.catalog import load_catalog
 from modelport.services.keys import ensure_admin_key, revoke_key
@@ -123,13 +123,7 @@ def _print_table(records: list[ApiKeyRecord]) -> None:
 
 
 def _time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{option}: {value!r} is not an ISO 8601 time") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return None if value is None else accounts.parse_time(value, option)
 
 
 def _print_json(value: Any) -> None:

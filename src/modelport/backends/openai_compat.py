@@ -188,13 +188,11 @@ class OpenAICompatEngine:
         card = self.card
         if self._tokenizer is None:
             return None
-        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
         try:
-            prompt = render_prompt(
-                openai_messages(request.messages, for_template=True),
-                tools if tools and request.tool_choice.mode != "none" else None,
+            prompt = _qwen3_prompt(
+                request,
                 enable_thinking=card.thinking_switch(request.reasoning),
-                preopen_think=card.thinking == "always",
+                preopened=card.thinking == "always",
             )
         except ValueError:
             return None  # content the text template cannot show (images)
@@ -385,12 +383,7 @@ class OpenAICompatEngine:
         thought = "".join(reasoning).strip("\n")
         if finish is not None and finish.finish_reason == "length":
             thought += TIME_IS_UP
-        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
-        prompt = render_prompt(
-            openai_messages(request.messages, for_template=True),
-            tools if tools and request.tool_choice.mode != "none" else None,
-            preopen_think=preopened,
-        )
+        prompt = _qwen3_prompt(request, enable_thinking=None, preopened=preopened)
         prompt += ("" if preopened else OPEN_THINK) + thought + "\n</think>\n\n"
         if first is not None:
             used = first.completion_tokens
@@ -535,6 +528,21 @@ async def _parsed(
         async for event in events:
             for parsed in relay.feed(event):
                 yield parsed
+
+
+def _qwen3_prompt(request: ChatRequest, *, enable_thinking: bool | None, preopened: bool) -> str:
+    """The request rendered with Qwen3's chat template, as the engine would render it: tools
+    shown unless tool_choice is "none" (as vLLM does). ValueError for content the text
+    template cannot show (images)."""
+    tools = None
+    if request.tools and request.tool_choice.mode != "none":
+        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
+    return render_prompt(
+        openai_messages(request.messages, for_template=True),
+        tools,
+        enable_thinking=enable_thinking,
+        preopen_think=preopened,
+    )
 
 
 # Appended to reasoning the budget cut off, so that pass 2 answers rather than thinking on.

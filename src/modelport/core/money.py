@@ -7,6 +7,7 @@ an exact integer number of nano-yuan per token, or the catalog is rejected at st
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 NANO_PER_YUAN = 10**9
 TOKENS_PER_PRICE_UNIT = 1000
@@ -23,8 +24,10 @@ def parse_cny(text: str) -> Decimal:
     return value
 
 
+@lru_cache(maxsize=1024)
 def nano_per_token(per_1k_cny: str) -> int:
-    """CNY per 1,000 tokens (exact decimal string) -> integer nano-yuan per token."""
+    """CNY per 1,000 tokens (exact decimal string) -> integer nano-yuan per token. Cached: a
+    billed request reads its model's prices several times, and the catalog has few."""
     nano = parse_cny(per_1k_cny) * NANO_PER_YUAN / TOKENS_PER_PRICE_UNIT
     if nano != nano.to_integral_value():
         raise ValueError(

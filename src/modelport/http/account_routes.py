@@ -21,7 +21,7 @@ Money is an exact CNY decimal string (`"balance": "12.5"`) beside integer nano-y
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote
 
@@ -253,15 +253,7 @@ def _int(query: dict[str, str], field: str) -> int | None:
 
 def _time(query: dict[str, str], field: str) -> datetime | None:
     value = query.get(field)
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{field} must be an ISO 8601 date or time", param=field) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    return None if value is None else accounts.parse_time(value, field)
 
 
 def _allow(method: str, *allowed: str) -> None:

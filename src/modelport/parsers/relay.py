@@ -41,8 +41,15 @@ def output_parser_for(
     content = _content_parser(card, request)
     if card.thinking == "none" and content is None:
         return None
-    thinking: ThinkMode = "preopened" if preopened else "open"
-    return _parser(request, thinking if card.thinks(request.reasoning) else "off", content)
+    return _parser(request, think_mode(card, request, preopened=preopened), content)
+
+
+def think_mode(card: ModelCard, request: ChatRequest, *, preopened: bool) -> ThinkMode:
+    """Where the model's output starts: inside a think block the prompt opened, before one
+    it may open, or (not thinking) in the answer."""
+    if not card.thinks(request.reasoning):
+        return "off"
+    return "preopened" if preopened else "open"
 
 
 def answer_parser_for(card: ModelCard, request: ChatRequest) -> Qwen3OutputParser:

@@ -51,6 +51,17 @@ def cny_to_nano(amount: str, *, field: str, allow_negative: bool = False) -> int
     return -int(nano) if negative else int(nano)
 
 
+def parse_time(value: str, field: str) -> datetime:
+    """An ISO 8601 date or time from a query or an option; UTC when it names no zone."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{field} must be an ISO 8601 date or time, not {value!r}", param=field
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

@@ -298,7 +298,7 @@ def _settle_one(connection: sa.Connection, op: UsageRecord) -> bool:
     if held is not None:
         balance_delta[held.account_id] += int(held.amount_nano)
         spending_delta[held.key_id] -= int(held.amount_nano)
-    _write_deltas(connection, balance_delta, spending_delta, None, None)
+    write_deltas(connection, balance_delta, spending_delta, None, None)
     if op.cost_nano > 0:
         connection.execute(
             ledger.insert(),
@@ -371,7 +371,7 @@ def _settle(
                     "created_at": op.created_at,
                 }
             )
-    _write_deltas(connection, balance_delta, spending_delta, balances, spent)
+    write_deltas(connection, balance_delta, spending_delta, balances, spent)
     if charges:
         connection.execute(ledger.insert(), charges)
     return dict.fromkeys(fresh, True)
@@ -428,16 +428,16 @@ def _hold(
     if rows:
         connection.execute(holds.insert(), rows)
     # The running values were already advanced above; write only the deltas.
-    _write_deltas(connection, balance_delta, spending_delta, None, None)
+    write_deltas(connection, balance_delta, spending_delta, None, None)
     return results
 
 
-def _write_deltas(
+def write_deltas(
     connection: sa.Connection,
     balance_delta: dict[int, int],
     spending_delta: dict[int, int],
-    balances: dict[int, int] | None,
-    spent: dict[int, int] | None,
+    balances: dict[int, int] | None = None,
+    spent: dict[int, int] | None = None,
 ) -> None:
     """Add the deltas in the database (and to the running values, when given): accounts
     first, then keys, each in id order."""
@@ -457,8 +457,8 @@ def _write_deltas(
                     spent[key] += delta
 
 
-_USAGE_FIELDS = UsageRecord.__struct_fields__
+USAGE_FIELDS = UsageRecord.__struct_fields__
 
 
 def _usage_values(record: UsageRecord) -> dict[str, Any]:
-    return {field: getattr(record, field) for field in _USAGE_FIELDS}
+    return {field: getattr(record, field) for field in USAGE_FIELDS}

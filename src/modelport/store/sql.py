@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ from modelport.store.base import (
     UsageRecord,
     UsageTotal,
 )
-from modelport.store.batch import ADD_BALANCE, ADD_SPENDING, BatchWriter, HoldOp
+from modelport.store.batch import USAGE_FIELDS, BatchWriter, HoldOp, write_deltas
 from modelport.store.engine import make_engine, redacted
 from modelport.store.schema import accounts, api_keys, app_meta, holds, ledger
 from modelport.store.schema import usage as usage_rows
@@ -130,12 +130,9 @@ def _ledger_entry(row: sa.Row[Any]) -> LedgerEntry:
     )
 
 
-_USAGE_FIELDS = UsageRecord.__struct_fields__
-
-
 def _usage(row: sa.Row[Any]) -> UsageRecord:
     values = row._mapping
-    return UsageRecord(**{field: values[field] for field in _USAGE_FIELDS})
+    return UsageRecord(**{field: values[field] for field in USAGE_FIELDS})
 
 
 def _day_key(moment: datetime) -> str:
@@ -429,18 +426,6 @@ class SqlStore:
             raise ValueError(f"a cost cannot be negative ({usage.cost_nano})")
         return self._writer.submit(usage)
 
-    @staticmethod
-    def _apply(
-        connection: sa.Connection, balances: Mapping[int, int], spending: Mapping[int, int]
-    ) -> None:
-        """Add the deltas to balances and key spending, accounts first, each in id order."""
-        for account_id, delta in sorted(balances.items()):
-            if delta:
-                connection.execute(ADD_BALANCE, {"p_account": account_id, "p_delta": delta})
-        for key_id, delta in sorted(spending.items()):
-            if delta:
-                connection.execute(ADD_SPENDING, {"p_key": key_id, "p_delta": delta})
-
     def release_expired_holds(self, now: datetime) -> int:
         """Holds expire when `expires_at <= now`. One transaction: one statement deletes them
         (skipping any a concurrent settle deleted first), then the money goes back."""
@@ -457,7 +442,7 @@ class SqlStore:
                 for held in released:
                     balances[held.account_id] += held.amount_nano
                     spending[held.key_id] -= held.amount_nano
-                self._apply(connection, balances, spending)
+                write_deltas(connection, balances, spending)
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
         return len(released)

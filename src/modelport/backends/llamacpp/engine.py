@@ -57,8 +57,7 @@ from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
 from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest, ImagePart
-from modelport.parsers.relay import ParsedRelay, output_parser_for
-from modelport.parsers.think import ThinkMode
+from modelport.parsers.relay import ParsedRelay, output_parser_for, think_mode
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 _RETRY_AFTER_S = 3.0
@@ -169,9 +168,7 @@ class LlamaCppEngine:
         prompt = self._prompt(info, request)
         # Thinking-2507's template ends the prompt inside an open think block.
         starts_thinking = prompt.rstrip().endswith("<think>")
-        mode: ThinkMode = "off"
-        if self.card.thinks(request.reasoning):
-            mode = "preopened" if starts_thinking else "open"
+        mode = think_mode(self.card, request, preopened=starts_thinking)
         grammar = output_grammar(request, tool_format=self.card.tool_format, thinking=mode)
         plan = plan_sampling(request, n_vocab=info.n_vocab, grammar=grammar)
         loop = asyncio.get_running_loop()
