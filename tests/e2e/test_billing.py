@@ -779,3 +779,25 @@ def test_the_anthropic_sdk_sees_billing_and_permission_errors(gateway: Gateway) 
         with pytest.raises(anthropic.PermissionDeniedError) as denied:
             client.messages.create(model=OTHER_MODEL, max_tokens=8, messages=message)
         assert denied.value.body["error"]["type"] == "permission_error"
+
+
+def test_a_finished_stream_without_upstream_usage_is_billed_for_what_was_relayed(
+    gateway: Gateway,
+) -> None:
+    # An upstream that sends no usage chunk at all (it ignores stream_options): the answer
+    # finished, so the gateway bills its own counts, never nothing.
+    user = gateway.new_user("1")
+    pieces = [f" word{i}" for i in range(12)]
+    marker = gateway.script(Script(text=pieces, send_usage=False))
+    with gateway.client(user) as client:
+        stream = ask(client, marker, 100, stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    [row] = gateway.wait_settled(user, 1)
+    assert row["status"] == "ok"
+    assert row["prompt_tokens"] > 0
+    assert row["completion_tokens"] > 0
+    assert row["cost_nano"] == cost_of(row["prompt_tokens"], row["completion_tokens"])
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == row["completion_tokens"]
+    gateway.assert_books_balance(user, NANO)

@@ -248,6 +248,7 @@ class InferenceService:
                             cancelled=False,
                             backend=first.backend,
                             ttft=_since(started, first_token_at),
+                            generated="".join(generated or ()),
                         )
                         if billed is not None:
                             yield billed
