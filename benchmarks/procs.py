@@ -88,13 +88,29 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def maps_gguf(pid: int) -> bool:
+    """Whether the process has a GGUF file mapped: a local model is loaded in it (llama.cpp
+    memory-maps the weights)."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return any(line.rstrip().endswith(".gguf") for line in maps)
+    except OSError:
+        return False
+
+
 @dataclass
 class Memory:
     worker_rss: int
     tree_rss: int
+    # Processes of the tree with a local model loaded (a GGUF mapped).
+    models_loaded: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"worker_rss_bytes": self.worker_rss, "tree_rss_bytes": self.tree_rss}
+        return {
+            "worker_rss_bytes": self.worker_rss,
+            "tree_rss_bytes": self.tree_rss,
+            "processes_with_a_local_model": self.models_loaded,
+        }
 
 
 @dataclass
@@ -120,7 +136,11 @@ class Server:
 
     def memory(self) -> Memory:
         worker = self.pids[-1] if self.pids else self.process.pid
-        return Memory(rss_bytes(worker), sum(rss_bytes(pid) for pid in self.pids))
+        return Memory(
+            rss_bytes(worker),
+            sum(rss_bytes(pid) for pid in self.pids),
+            sum(maps_gguf(pid) for pid in self.pids),
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)

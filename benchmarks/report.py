@@ -49,6 +49,28 @@ def _added(runs: list[Run], phase: str, target: str, key: str) -> float | None:
     return _median(deltas)
 
 
+def _against_bare(
+    runs: list[Run], phase: str, target: str, combine: Callable[[Run, Run], float]
+) -> float | None:
+    """Median over rounds of `combine(target's run, bare's run)` in the same round."""
+    bare = {run["round"]: run for run in _runs(runs, phase, "bare")}
+    return _median(
+        [
+            combine(run, bare[run["round"]])
+            for run in _runs(runs, phase, target)
+            if run["round"] in bare
+        ]
+    )
+
+
+def _rate_ratio(run: Run, bare: Run) -> float:
+    return float(run["wrk"]["rate"]) / float(bare["wrk"]["rate"]) if bare["wrk"]["rate"] else 0.0
+
+
+def _p50_difference(run: Run, bare: Run) -> float:
+    return float(run["wrk"]["latency_us"]["p50"]) - float(bare["wrk"]["latency_us"]["p50"])
+
+
 def summarize(runs: list[Run], ttft: list[dict[str, list[float]]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for phase in {run["phase"] for run in runs}:
@@ -76,6 +98,11 @@ def summarize(runs: list[Run], ttft: list[dict[str, list[float]]]) -> dict[str, 
             if target != "direct":
                 entry["added_p50_us"] = _added(runs, phase, target, "p50")
                 entry["added_p99_us"] = _added(runs, phase, target, "p99")
+            if target == "gateway":
+                # Relative to the bare proxy in the same round (issue 12's targets): the two
+                # share the machine's state of the moment, so the ratio drifts less than either.
+                entry["rate_over_bare"] = _against_bare(runs, phase, target, _rate_ratio)
+                entry["p50_over_bare_us"] = _against_bare(runs, phase, target, _p50_difference)
             per_target[target] = entry
         summary[phase] = per_target
     if ttft:
@@ -111,6 +138,7 @@ class Check:
     limit: float
     unit: str
     at_least: bool
+    issue: int = 3  # the issue that set the target
 
     @property
     def passed(self) -> bool:
@@ -126,6 +154,7 @@ class Check:
             "unit": self.unit,
             "at_least": self.at_least,
             "passed": self.passed,
+            "issue": self.issue,
         }
 
 
@@ -139,7 +168,18 @@ def _get(summary: dict[str, Any], *path: str) -> float | None:
 
 
 def checks(summary: dict[str, Any], memory: dict[str, Any]) -> list[Check]:
-    """The issue's targets, evaluated on the gateway."""
+    """The issues' targets, evaluated on the gateway: issue 3's absolute ones, then issue 12's,
+    relative to the bare proxy measured in the same run."""
+    return [*_issue3_checks(summary, memory), *_issue12_checks(summary, memory)]
+
+
+def _gateway_memory(memory: dict[str, Any], key: str) -> list[float]:
+    """The gateway's `key` at idle (after start and the probes) and after the run."""
+    values = [memory.get("gateway", {}).get(when, {}).get(key) for when in ("idle", "after")]
+    return [float(value) for value in values if value is not None]
+
+
+def _issue3_checks(summary: dict[str, Any], memory: dict[str, Any]) -> list[Check]:
     added_p50 = _get(summary, "nonstream_c1", "gateway", "added_p50_us")
     added_p99 = _get(summary, "nonstream_c1", "gateway", "added_p99_us")
     worker_rss = [
@@ -193,6 +233,62 @@ def checks(summary: dict[str, Any], memory: dict[str, Any]) -> list[Check]:
     ]
 
 
+def _issue12_checks(summary: dict[str, Any], memory: dict[str, Any]) -> list[Check]:
+    over_bare_p50 = _get(summary, "nonstream_c1", "gateway", "p50_over_bare_us")
+    tree_rss = _gateway_memory(memory, "tree_rss_bytes")
+    loaded = _gateway_memory(memory, "processes_with_a_local_model")
+    return [
+        Check(
+            "c=64 non-stream, gateway/bare",
+            _get(summary, "nonstream_c64", "gateway", "rate_over_bare"),
+            0.5,
+            "× bare",
+            True,
+            issue=12,
+        ),
+        Check(
+            "c=64 50-chunk streams, gateway/bare",
+            _get(summary, "stream_c64", "gateway", "rate_over_bare"),
+            0.5,
+            "× bare",
+            True,
+            issue=12,
+        ),
+        Check(
+            "added latency c=1 p50 over bare's",
+            None if over_bare_p50 is None else over_bare_p50 / 1000,
+            0.25,
+            "ms",
+            False,
+            issue=12,
+        ),
+        Check(
+            "server CPU per non-stream request (c=64)",
+            _get(summary, "nonstream_c64", "gateway", "server_cpu_us_per_request"),
+            250,
+            "µs",
+            False,
+            issue=12,
+        ),
+        Check(
+            "RSS of the process tree, local model unused (max of idle, after)",
+            max(tree_rss) / MB if tree_rss and not any(loaded) else None,
+            200,
+            "MB",
+            False,
+            issue=12,
+        ),
+        Check(
+            "processes that loaded the local model",
+            max(loaded) if loaded else None,
+            0,
+            "",
+            False,
+            issue=12,
+        ),
+    ]
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     if value is None or value != value:  # None or NaN
         return "-"
@@ -221,8 +317,11 @@ def format_table(summary: dict[str, Any], memory: dict[str, Any]) -> str:
     row("c=1 non-stream latency p99 (ms)", "nonstream_c1", "p99_us", scale=1e-3)
     row("c=1 added latency p50 (ms)", "nonstream_c1", "added_p50_us", scale=1e-3)
     row("c=1 added latency p99 (ms)", "nonstream_c1", "added_p99_us", scale=1e-3)
+    row("c=1 p50 over bare's (ms)", "nonstream_c1", "p50_over_bare_us", scale=1e-3)
     row("c=64 non-stream (req/s)", "nonstream_c64", "rate")
+    row("c=64 non-stream, gw/bare per round", "nonstream_c64", "rate_over_bare")
     row("c=64 50-chunk streams (streams/s)", "stream_c64", "rate")
+    row("c=64 streams, gw/bare per round", "stream_c64", "rate_over_bare")
     row("TTFT p50 (ms)", "ttft", "p50_ms")
     row("TTFT overhead p50 (ms)", "ttft", "overhead_p50_ms")
     row("TTFT overhead p90 (ms)", "ttft", "overhead_p90_ms")
@@ -251,14 +350,22 @@ def format_table(summary: dict[str, Any], memory: dict[str, Any]) -> str:
 
 
 def format_checks(results: list[Check]) -> str:
-    lines = ["Targets (gateway, issue 3):"]
-    for check in results:
-        sign = "≥" if check.at_least else "≤"
-        verdict = "PASS" if check.passed else "FAIL"
-        lines.append(
-            f"  {verdict}  {check.name}: {_fmt(check.value)} {check.unit} "
-            f"(target {sign} {check.limit:g} {check.unit})"
-        )
+    lines: list[str] = []
+    for issue in sorted({check.issue for check in results}):
+        if lines:
+            lines.append("")
+        against = ", against the bare proxy in the same run" if issue == 12 else ""
+        lines.append(f"Targets (gateway, issue {issue}{against}):")
+        for check in results:
+            if check.issue != issue:
+                continue
+            sign = "≥" if check.at_least else "≤"
+            verdict = "PASS" if check.passed else "FAIL"
+            unit = f" {check.unit}" if check.unit else ""
+            value = _fmt(check.value, digits=2 if check.unit else 0)
+            lines.append(
+                f"  {verdict}  {check.name}: {value}{unit} (target {sign} {check.limit:g}{unit})"
+            )
     return "\n".join(lines)
 
 

@@ -3,8 +3,9 @@
 - `direct`: the mock upstream itself (the floor, and the mock's and wrk's ceiling);
 - `bare`: the bare passthrough proxy in front of the mock (the Python ceiling);
 - `gateway`: the real `python -m modelport serve`, one worker, SQLite in a temporary data
-  directory, auth on with a key made by `python -m modelport keys create`, and one model,
-  `bench/mock`, whose only backend is the mock.
+  directory, auth on with a key of a paying user made with the CLI, and the model
+  `bench/mock`, whose only backend is the mock, beside the shipped catalog (whose local model
+  stays configured: it loads on first use, and no request of the run uses it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from benchmarks.procs import BenchError, Server, free_port, start, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "bench/mock"
 BARE_KEY = "bench-bare-proxy-key"
-# The shipped catalog's local model would load llama.cpp at start-up; the targets are measured
-# without a loaded model, so its backends are emptied.
+# The shipped catalog's local model, left configured: the memory targets are measured with it
+# configured and never used (it must not be loaded), as on a gateway that only proxies.
 LOCAL_MODEL = "local/smollm2-135m-instruct"
 
 
@@ -97,7 +98,6 @@ def start_bare(work: Path, mock: Server) -> Target:
 def _gateway_config(work: Path, mock: Server) -> Path:
     path = work / "modelport.toml"
     path.write_text(
-        f'[[models]]\nid = "{LOCAL_MODEL}"\nbackends = []\n\n'
         f'[[models]]\nid = "{MODEL}"\nname = "Benchmark mock"\n'
         'description = "The benchmark\'s mock upstream."\ncontext_length = 32768\n'
         'pricing = { input_per_1k = "0.0005", output_per_1k = "0.002" }\n\n'

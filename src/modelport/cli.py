@@ -4,16 +4,22 @@
 Builds the settings once (a bad setting exits 2 with the reason), migrates the database
 before any store use, and prints secrets only where a human asked for one: the first-start
 admin key, and `keys create`, whose secret is alone on the last line of stdout for scripts.
+
+`serve` does its database work (migration, first admin key) in a child process: this process
+becomes granian's supervisor and stays for the server's lifetime, so it must not keep
+SQLAlchemy and Alembic (25 MB) that only that work needs. Hence the imports of the store below
+are made where they are used.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -25,7 +31,9 @@ from modelport.services.keys import ensure_admin_key, revoke_key
 from modelport.settings import Settings, load_settings
 from modelport.store import migrate
 from modelport.store.base import ApiKeyRecord, StoreError
-from modelport.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from modelport.store.sql import SqlStore
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -217,10 +225,52 @@ def _announce_revocation(settings: Settings, secret_hash: str) -> None:
     asyncio.run(publish())
 
 
-def _serve(settings: Settings, store: SqlStore) -> int:
-    secret = ensure_admin_key(store)
-    # The server opens its own store (possibly in worker processes); do not share this pool.
-    store.close()
+# (the admin key's secret or None, an error message or None)
+Prepared = tuple[str | None, str | None]
+_PREPARE = "from modelport.cli import prepare_database_child; prepare_database_child()"
+
+
+def prepare_database_child() -> None:
+    """The child process of `serve`: the settings as JSON on stdin, `Prepared` as JSON on
+    stdout. Anything else the work prints goes to stderr."""
+    settings = msgspec.json.decode(sys.stdin.buffer.read(), type=Settings)
+    out, sys.stdout = sys.stdout, sys.stderr
+    try:
+        prepared = _prepare_database(settings)
+    finally:
+        sys.stdout = out
+    sys.stdout.buffer.write(msgspec.json.encode(prepared))
+
+
+def _prepare_database(settings: Settings) -> Prepared:
+    """Migrate the database and make the first admin key."""
+    from modelport.store.sql import SqlStore
+
+    try:
+        url = settings.resolved_database_url
+        migrate(url)
+        with SqlStore(url) as store:
+            return ensure_admin_key(store), None
+    except (StoreError, ModelportError) as error:
+        return None, str(error)
+
+
+def _serve(settings: Settings) -> int:
+    # A new interpreter, not a fork: nothing it imports comes back, and no multiprocessing
+    # helper process (spawn's resource tracker) stays behind for the server's lifetime.
+    child = subprocess.run(
+        [sys.executable, "-c", _PREPARE],
+        input=msgspec.json.encode(settings),
+        stdout=subprocess.PIPE,
+        check=False,
+    )
+    if child.returncode != 0:  # its traceback went to stderr
+        print("modelport: error: preparing the database failed", file=sys.stderr)
+        return EXIT_FAILED
+    secret, error = msgspec.json.decode(child.stdout, type=Prepared)
+    if error is not None:
+        print(f"modelport: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     if secret is not None:
         print("Admin API key (shown once, store it now):")
         print(secret)
@@ -251,13 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"modelport: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "serve":
+        return _serve(settings)
+    from modelport.store.sql import SqlStore
+
     try:
         url = settings.resolved_database_url
         migrate(url)
         store = SqlStore(url)
         try:
-            if args.command == "serve":
-                return _serve(settings, store)
             if args.command == "users":
                 return _users(args, store)
             if args.command == "usage":

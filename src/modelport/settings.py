@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: LogLevel = "info"
     workers: int = 1
     llama_threads: int = 1  # default n_threads for llama.cpp backends that set none
+    # Load local models at start-up instead of on first use (a request then never waits for
+    # a load, and a model that cannot load stops the start).
+    preload: bool = False
     key_cache_ttl: float = 5.0  # seconds an API key lookup is trusted before re-reading
     max_request_bytes: int = 32 * 1024 * 1024
     # The model the Anthropic door serves for Claude model ids ("claude-…"), which Claude
@@ -40,8 +43,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     redis_url: str | None = None
     # Names in Redis start with this: installations sharing one Redis need different ones.
     redis_prefix: str = "modelport"
-    # Seconds after which a hold whose request never settled (its process died) is released.
-    hold_ttl: float = 1800.0
+    # Seconds a credit lease outlives its process's last heartbeat (sent every quarter of
+    # it): credit leased by a process that died goes back to its account this long after.
+    hold_ttl: float = 120.0
+    # Milliseconds a settled request's usage row and charge may wait, to be written together
+    # with others (write-behind): the most a kill -9 can leave unbilled beyond requests in flight.
+    write_behind_ms: float = 10.0
     # [[models]] entries from the config file, merged into the shipped catalog by id
     models: tuple[dict[str, Any], ...] = ()
     # Secrets referenced as "env:NAME" in the config file, resolved here at load time.

@@ -11,6 +11,17 @@ request it received and whether the client went away mid-stream.
         fake.requests[0].body["stream"]
 
 With nothing scripted it echoes the last user message, with consistent usage.
+
+It also serves the engines' own tokenizer endpoints at its root, tokenizing with a real
+tokenizer (Qwen3's, by default) and rendering with a real Jinja chat template:
+
+- llama.cpp's server: `POST /tokenize` `{"content", "add_special"}` -> `{"tokens"}` (BOS,
+  when the fake has one, only with add_special) and `POST /apply-template` `{"messages", …}`
+  -> `{"prompt"}` (a leading BOS text removed, as llama.cpp does when it adds BOS itself);
+- llama-cpp-python's server: `POST /extras/tokenize` `{"input"}` -> `{"tokens"}`, BOS always.
+
+    fake = FakeOpenAIUpstream(bos_id=151643)   # a model that adds BOS
+    fake.tokenize_status = 500                 # every tokenizer endpoint fails so
 """
 
 from __future__ import annotations
@@ -21,11 +32,20 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# The chat template /apply-template renders with by default: ChatML, as SmolLM2's and Qwen's.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -110,9 +130,35 @@ def echo_script(body: Any) -> Script:
     return Script(text=pieces, usage=(prompt, len(pieces)))
 
 
+def qwen3_tokens(text: str) -> list[int]:
+    """Qwen3's tokenizer (tiktoken over Qwen's ranks): the fake's default."""
+    from modelport.tokenizers.qwen3 import qwen3_tokenizer
+
+    tokenizer = qwen3_tokenizer()
+    if tokenizer is None:
+        raise RuntimeError("Qwen3's tokenizer is missing: run `make install`")
+    return tokenizer.encode(text)
+
+
 class FakeOpenAIUpstream:
-    def __init__(self, *, models: Sequence[str] = ("fake-model",)) -> None:
+    def __init__(
+        self,
+        *,
+        models: Sequence[str] = ("fake-model",),
+        tokenize: Callable[[str], list[int]] = qwen3_tokens,
+        bos_id: int | None = None,
+        bos_text: str = "<|endoftext|>",
+        chat_template: str = CHATML_TEMPLATE,
+    ) -> None:
         self.models = tuple(models)
+        # The tokenizer endpoints: the tokenizer, the BOS the model adds (None: none) and its
+        # text, and the template /apply-template renders.
+        self.tokenize = tokenize
+        self.bos_id = bos_id
+        self.bos_text = bos_text
+        self.chat_template = chat_template
+        self.tokenize_status = 200  # another status: every tokenizer endpoint answers it
+        self.tokenize_delay = 0.0  # seconds before a tokenizer endpoint answers
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()  # tests may script from another thread than the server's
         self._queue: deque[Script] = deque()
@@ -165,6 +211,9 @@ class FakeOpenAIUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/tokenize", self._tokenize)
+        app.router.add_post("/apply-template", self._apply_template)
+        app.router.add_post("/extras/tokenize", self._extras_tokenize)
         # handler_cancellation: a client that goes away cancels the handler, which records it.
         runner = web.AppRunner(
             app, handler_cancellation=True, shutdown_timeout=0.1, access_log=None
@@ -215,6 +264,57 @@ class FakeOpenAIUpstream:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop = self._thread = None
+
+    # ------------------------------------------------------------------ tokenizer endpoints
+
+    async def _tokenizer_request(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        """The request's JSON body, recorded, and the scripted failure answer if any."""
+        body: Any = json.loads(await request.read() or b"null")
+        record = RecordedRequest(request.method, request.path, dict(request.headers), body)
+        with self._lock:
+            self.requests.append(record)
+        if self.tokenize_delay:
+            await asyncio.sleep(self.tokenize_delay)
+        record.completed = True
+        if self.tokenize_status != 200:
+            failure = {"error": {"code": self.tokenize_status, "message": "scripted failure"}}
+            return body, web.json_response(failure, status=self.tokenize_status)
+        return body, None
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        body, failure = await self._tokenizer_request(request)
+        if failure is not None:
+            return failure
+        tokens = self.tokenize(body["content"])
+        if body.get("add_special") and self.bos_id is not None:
+            tokens = [self.bos_id, *tokens]
+        return web.json_response({"tokens": tokens})
+
+    async def _extras_tokenize(self, request: web.Request) -> web.Response:
+        body, failure = await self._tokenizer_request(request)
+        if failure is not None:
+            return failure
+        bos = [] if self.bos_id is None else [self.bos_id]
+        return web.json_response({"tokens": bos + self.tokenize(body["input"])})
+
+    async def _apply_template(self, request: web.Request) -> web.Response:
+        body, failure = await self._tokenizer_request(request)
+        if failure is not None:
+            return failure
+        template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        variables = dict(body.get("chat_template_kwargs") or {})
+        # llama.cpp hands its template "" for null content (an assistant turn of tool calls).
+        messages = [{**m, "content": m.get("content") or ""} for m in body["messages"]]
+        variables.update(
+            messages=messages,
+            tools=body.get("tools"),
+            add_generation_prompt=True,
+            bos_token=self.bos_text,
+        )
+        prompt = template.from_string(self.chat_template).render(**variables)
+        if self.bos_id is not None:
+            prompt = prompt.removeprefix(self.bos_text)  # the tokenizer adds it
+        return web.json_response({"prompt": prompt})
 
     # ------------------------------------------------------------------ handlers
 

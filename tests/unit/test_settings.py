@@ -26,6 +26,14 @@ def test_environment_values_are_converted() -> None:
     assert settings.key_cache_ttl == 0.5
 
 
+def test_local_models_load_on_first_use_unless_preload_is_set() -> None:
+    assert load_settings({}).preload is False
+    assert load_settings({"MODELPORT_PRELOAD": "true"}).preload is True
+    assert load_settings({"MODELPORT_PRELOAD": "0"}).preload is False
+    with pytest.raises(ConfigError, match="preload"):
+        load_settings({"MODELPORT_PRELOAD": "sometimes"})
+
+
 def test_environment_wins_over_file(tmp_path: Path) -> None:
     config = tmp_path / "modelport.toml"
     config.write_text('port = 7000\nhost = "0.0.0.0"\n')

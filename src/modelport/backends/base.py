@@ -8,28 +8,39 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from modelport.core.catalog import ModelCard
-from modelport.core.events import Event, Usage
+from modelport.core.events import Event
 from modelport.core.types import ChatRequest
 
 
 class CallContext:
-    """Per-call context a backend receives with the request.
-
-    `usage` is the backend's running count, kept current while it generates, so that a caller
-    that stops iterating early (a client disconnect) still learns what was used.
+    """Per-call context a backend receives with the request: read-only facts about the call.
+    Nothing flows back through it: usage travels as `Usage` events.
 
     `incremental` says whether the client reads the answer as it is generated (a stream) or
     only whole; a backend may use it to choose the cheaper way to talk to its engine. The
     events it emits are the same either way.
+
+    `prompt_tokens` is the prompt's size as the metering stage counted it at admission (exact
+    when `prompt_exact`, else an estimate), or None when it was not counted: a backend that
+    needs the size (to fit max_tokens into the context) uses it instead of counting again.
     """
 
-    __slots__ = ("card", "incremental", "request_id", "usage")
+    __slots__ = ("card", "incremental", "prompt_exact", "prompt_tokens", "request_id")
 
-    def __init__(self, request_id: str, card: ModelCard, *, incremental: bool = True) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        card: ModelCard,
+        *,
+        incremental: bool = True,
+        prompt_tokens: int | None = None,
+        prompt_exact: bool = False,
+    ) -> None:
         self.request_id = request_id
         self.card = card
         self.incremental = incremental
-        self.usage: Usage | None = None
+        self.prompt_tokens = prompt_tokens
+        self.prompt_exact = prompt_exact
 
 
 class Backend(Protocol):
@@ -47,14 +58,22 @@ class Backend(Protocol):
 
 @runtime_checkable
 class TokenCounter(Protocol):
-    """A backend that can count a request's prompt tokens without generating (Anthropic's
-    count_tokens): exactly where it tokenizes as its engine does, else None."""
+    """A backend that can count tokens as its engine does, without generating: a request's
+    prompt (Anthropic's count_tokens, the hold at admission, billing an answer whose upstream
+    reported no usage) and generated text (billing such an answer, capping output at the
+    request's limit). Each returns an exact count, or None when this backend cannot count
+    exactly (the caller then estimates, and says so).
 
-    async def count_tokens(self, request: ChatRequest) -> int | None: ...
+    `local_only`: count only if it costs no network round trip (an in-process tokenizer); a
+    backend whose exact count needs its engine's tokenize endpoint returns None then. The hot
+    path asks with `local_only=True`; settlement may ask the engine.
+    """
 
-    async def count_text(self, text: str) -> int | None:
-        """Tokens in generated text (billing a stream cut before its usage arrived)."""
-        ...
+    async def count_tokens(
+        self, request: ChatRequest, *, local_only: bool = False
+    ) -> int | None: ...
+
+    async def count_text(self, text: str, *, local_only: bool = False) -> int | None: ...
 
 
 @runtime_checkable

@@ -6,14 +6,16 @@ differences between upstreams are rows in `protocols/openai/dialects.py`.
 
 A streaming client's request goes upstream as a stream with a usage chunk; a client that reads
 only the whole answer gets it from one upstream JSON body. Both are translated into the same
-canonical events, and a non-streaming client answer is `collect()` over them.
+canonical events, and a non-streaming client answer is `collect()` over them. Usage leaves
+only as `Usage` events; when an upstream reports none, the metering stage asks this backend to
+count (`count_tokens`, `count_text`: `upstream_tokens.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,8 @@ import msgspec
 
 from modelport.backends import http1
 from modelport.backends.base import CallContext
+from modelport.backends.engine_tokenize import TOKENIZE_SECONDS, EngineTokenizer
+from modelport.backends.upstream_tokens import UpstreamTokens, count_off_loop, qwen3_prompt
 from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
 from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
 from modelport.core.events import (
@@ -48,7 +52,6 @@ from modelport.parsers.relay import (
 )
 from modelport.parsers.think import CLOSE_TAG, ThinkParser
 from modelport.protocols.openai.dialects import DIALECTS, budget_method
-from modelport.protocols.openai.messages import openai_messages, openai_tool
 from modelport.protocols.openai.sse import SSEParser
 from modelport.protocols.openai.upstream_errors import error_for_status
 from modelport.protocols.openai.upstream_request import (
@@ -57,8 +60,6 @@ from modelport.protocols.openai.upstream_request import (
     encode_request_body,
 )
 from modelport.protocols.openai.upstream_stream import StreamTranslator
-from modelport.protocols.qwen3.prompt import render_prompt
-from modelport.tokenizers.qwen3 import Qwen3Tokenizer, qwen3_tokenizer
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -98,6 +99,7 @@ class OpenAICompatEngine:
         base = config.url.rstrip("/")
         self._endpoints = {"chat": base + "/chat/completions", "text": base + "/completions"}
         self._where = _display_url(base)
+        root = base.removesuffix("/v1")  # where engines serve their non-OpenAI endpoints
         try:
             self._budget = budget_method(
                 self._rules, config.thinking_budget, dialect=config.dialect
@@ -113,13 +115,27 @@ class OpenAICompatEngine:
         self._read_timeout = config.timeout if config.read_timeout is None else config.read_timeout
         self._client: http1.Client | None = None
         self._prepared: dict[str, http1.Request] = {}
-        self._tokenizer: Qwen3Tokenizer | None = None
+        engine = None
+        if self._rules.tokenize is not None:
+            engine = EngineTokenizer(
+                self._rules,
+                root=root,
+                headers=self._headers,
+                client=self._http,
+                where=_display_url(root),
+                timeout=min(TOKENIZE_SECONDS, config.timeout),
+            )
+        self._tokens = UpstreamTokens(
+            config, card, self._rules, engine=engine, model=self._model, name=self.name
+        )
 
     async def start(self) -> None:
-        qwen3 = self.card.tool_format != "none" or self.card.thinking != "none"
-        if qwen3 and self._tokenizer is None:
-            # 0.2 s of reading a 2.5 MB vocabulary: once, off the event loop.
-            self._tokenizer = await asyncio.to_thread(qwen3_tokenizer)
+        """Loads the model's tokenizers (ConfigError for a configured tokenizer or chat
+        template that cannot be read) and opens the connection pool."""
+        await self._tokens.load()
+        await self._http()
+
+    async def _http(self) -> http1.Client:
         if self._client is None:
             # No connection limit: every stream holds a connection; admission limits concurrency.
             self._client = http1.Client(
@@ -129,6 +145,7 @@ class OpenAICompatEngine:
                 keepalive=KEEPALIVE_SECONDS,
                 headers={"User-Agent": "modelport"},
             )
+        return self._client
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -150,10 +167,13 @@ class OpenAICompatEngine:
 
     async def _fitted(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         """A large max_tokens (Claude Code asks for 128000) lowered to what the context leaves
-        after the prompt: engines refuse prompt + max_tokens beyond their context. The prompt
-        is counted exactly for Qwen3, estimated otherwise; a prompt that alone fills the
-        context is left for the upstream to refuse."""
-        prompt = await self.count_tokens(request)
+        after the prompt: engines refuse prompt + max_tokens beyond their context. The prompt's
+        size is the metering stage's count from admission when it made one, else counted here
+        in-process (no network round trip before the request goes out), else estimated; a
+        prompt that alone fills the context is left for the upstream to refuse."""
+        prompt = ctx.prompt_tokens
+        if prompt is None:
+            prompt = await self.count_tokens(request, local_only=True)
         if prompt is None:
             prompt = estimate_tokens(request)
         room = self.card.context_length - prompt
@@ -181,34 +201,25 @@ class OpenAICompatEngine:
             return self._stream(request, ctx)  # no extra generator hop on the hot path
         return _parsed(self._stream(request, ctx), ParsedRelay(parser, request, counter=counter))
 
-    async def count_tokens(self, request: ChatRequest) -> int | None:
-        """For Qwen3 models: the prompt rendered with Qwen3's chat template and counted with
-        its tokenizer, as the engine will count it (Qwen3-Coder's template lays out tools
-        differently, so with tools its count is close rather than exact). None for others."""
-        card = self.card
-        if self._tokenizer is None:
-            return None
-        try:
-            prompt = _qwen3_prompt(
-                request,
-                enable_thinking=card.thinking_switch(request.reasoning),
-                preopened=card.thinking == "always",
-            )
-        except ValueError:
-            return None  # content the text template cannot show (images)
-        return await asyncio.to_thread(self._tokenizer.count, prompt)
+    async def count_tokens(self, request: ChatRequest, *, local_only: bool = False) -> int | None:
+        """The prompt tokens of `request` as the upstream will count them, or None where that
+        cannot be known exactly (`upstream_tokens.py` lists the sources). Qwen3-Coder's
+        template lays out tools differently from Qwen3's, so with tools its count is close
+        rather than exact. `local_only`: no network round trip (the engine's own endpoints
+        are not asked). Never raises."""
+        return await self._tokens.count_tokens(request, local_only=local_only)
 
-    async def count_text(self, text: str) -> int | None:
-        if self._tokenizer is None:
-            return None
-        return await asyncio.to_thread(self._tokenizer.count, text)
+    async def count_text(self, text: str, *, local_only: bool = False) -> int | None:
+        """Tokens in generated `text` as the upstream's tokenizer counts it, or None."""
+        return await self._tokens.count_text(text, local_only=local_only)
 
     def _reasoning_counter(self, request: ChatRequest) -> ReasoningCounter | None:
         """For a thinking request: counts reasoning tokens when the upstream reports none
         (Qwen3's tokenizer, loaded at start-up for Qwen3 models)."""
-        if not self.card.thinks(request.reasoning) or self._tokenizer is None:
+        qwen3 = self._tokens.qwen3
+        if not self.card.thinks(request.reasoning) or qwen3 is None:
             return None
-        return ReasoningCounter(self._tokenizer.count, preopened=self.card.thinking == "always")
+        return ReasoningCounter(qwen3.count, preopened=self.card.thinking == "always")
 
     def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer
@@ -233,16 +244,10 @@ class OpenAICompatEngine:
         ctx: CallContext,
         *,
         start: bool = True,
-        on_usage: Callable[[Usage], None] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """One upstream call: POST `body` to `endpoint` ("chat" or "text") and translate the
-        answer into events, `Start` first unless `start` is False. The latest usage goes to
-        `on_usage` (default: `ctx.usage`) as it arrives, for billing a stream cut short."""
-
-        def record(usage: Usage) -> None:
-            ctx.usage = usage
-
-        report = on_usage or record
+        answer into events, `Start` first unless `start` is False. The upstream's usage comes
+        out as one `Usage` event before `Stop`, when it sent any."""
         try:
             response = await self._post(encode_request_body(body), endpoint)
             complete = False
@@ -270,12 +275,8 @@ class OpenAICompatEngine:
                     events = []
                     async with aclosing(self._events(response, translator)) as batches:
                         async for batch in batches:
-                            if translator.usage is not None:
-                                report(translator.usage)
                             for event in batch:
                                 yield event
-                if translator.usage is not None:
-                    report(translator.usage)
                 events.extend(translator.finish())
                 for event in events:
                     yield event
@@ -383,12 +384,13 @@ class OpenAICompatEngine:
         thought = "".join(reasoning).strip("\n")
         if finish is not None and finish.finish_reason == "length":
             thought += TIME_IS_UP
-        prompt = _qwen3_prompt(request, enable_thinking=None, preopened=preopened)
+        prompt = qwen3_prompt(request, enable_thinking=None, preopened=preopened)
         prompt += ("" if preopened else OPEN_THINK) + thought + "\n</think>\n\n"
         if first is not None:
             used = first.completion_tokens
         else:  # an upstream that sent no usage for pass 1
-            used = self._tokenizer.count(thought) if self._tokenizer is not None else 0
+            qwen3 = self._tokens.qwen3
+            used = await count_off_loop(qwen3.count, thought) if qwen3 is not None else 0
         limit = request.max_output_tokens or card.max_output_tokens
         left = None if limit is None else limit - used
         if left is not None and left < 1:
@@ -406,22 +408,15 @@ class OpenAICompatEngine:
             max_tokens=left,
             stream=ctx.incremental,
         )
-
-        def record(usage: Usage) -> None:
-            ctx.usage = _one_answer(first, usage, used)
-
-        async with aclosing(
-            self._exchange("text", body, ctx, start=budget == 0, on_usage=record)
-        ) as events:
+        async with aclosing(self._exchange("text", body, ctx, start=budget == 0)) as events:
             async for event in events:
                 yield _one_answer(first, event, used) if isinstance(event, Usage) else event
 
     async def _post(self, body: bytes, endpoint: str = "chat") -> http1.Response:
         client = self._client
-        if client is None:
-            await self.start()
-            client = self._client
-            assert client is not None
+        if client is None:  # used without start(): load the tokenizers too, as start would
+            await self._tokens.ready()
+            client = await self._http()
         prepared = self._prepared.get(endpoint)
         if prepared is None:
             try:
@@ -528,21 +523,6 @@ async def _parsed(
         async for event in events:
             for parsed in relay.feed(event):
                 yield parsed
-
-
-def _qwen3_prompt(request: ChatRequest, *, enable_thinking: bool | None, preopened: bool) -> str:
-    """The request rendered with Qwen3's chat template, as the engine would render it: tools
-    shown unless tool_choice is "none" (as vLLM does). ValueError for content the text
-    template cannot show (images)."""
-    tools = None
-    if request.tools and request.tool_choice.mode != "none":
-        tools = [openai_tool(tool, with_strict=False) for tool in request.tools]
-    return render_prompt(
-        openai_messages(request.messages, for_template=True),
-        tools,
-        enable_thinking=enable_thinking,
-        preopen_think=preopened,
-    )
 
 
 # Appended to reasoning the budget cut off, so that pass 2 answers rather than thinking on.

@@ -16,7 +16,9 @@ from modelport.core.types import ChatRequest, Reasoning
 
 ThinkingMode = Literal["hybrid", "always", "none"]
 ToolFormat = Literal["qwen3_json", "qwen3_coder_xml", "none"]
-Dialect = Literal["generic", "vllm", "sglang", "llamacpp_server", "ollama", "raw"]
+Dialect = Literal[
+    "generic", "vllm", "sglang", "llamacpp_server", "llama_cpp_python", "ollama", "raw"
+]
 
 
 class ConfigError(Exception):
@@ -90,6 +92,12 @@ class OpenAICompatBackend(
     # "off" (not enforced), or "auto": the parameter where the dialect has one, else two passes
     # where the upstream takes raw prompts, else off.
     thinking_budget: Literal["auto", "parameter", "two_pass", "off"] = "auto"
+    # Exact token counts when the upstream reports no usage (docs/backends.md, "Token counts"):
+    # the model's Hugging Face tokenizer.json (a file path; loaded in-process), and its chat
+    # template: a path to a Jinja file, or the template itself (text starting with "{");
+    # None: chat_template.jinja or tokenizer_config.json beside the tokenizer.json.
+    tokenizer: str | None = None
+    chat_template: str | None = None
     name: str | None = None
     priority: int = 0
     weight: int = 1

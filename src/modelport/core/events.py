@@ -8,7 +8,11 @@ Invariants (checked by `check_stream` in tests for every backend):
   deltas;
 - a tool call block opens with `ToolCallStart`; its arguments follow as JSON text fragments in
   `ToolCallDelta`s;
-- at most one `Usage`, before the final event.
+- `Usage` events are running totals: a backend may send several (the local engine sends one
+  after every piece, so that a client who leaves is billed for what was generated); each
+  counts at least as much as the one before, and the last one before the final event is the
+  request's usage. The metering stage turns them into exactly one `Usage`, right before the
+  final event, for the front doors.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from modelport.core.types import FinishReason, TokenLogprob
 class Start(msgspec.Struct, frozen=True, tag="start"):
     model: str  # the model id as the catalog names it
     backend: str = ""  # which backend serves it, for usage records
+    # The prompt's size in tokens, exactly, when the backend knows it when it starts (the local
+    # engine tokenizes before it generates); None: reported with the usage at the end.
+    prompt_tokens: int | None = None
 
 
 class TextDelta(msgspec.Struct, frozen=True, tag="text"):
@@ -56,6 +63,9 @@ class Usage(msgspec.Struct, frozen=True, tag="usage"):
     reasoning_tokens: int = 0
     cached_tokens: int = 0
     cost_nano: int | None = None  # what the request was billed, set by the gateway at the end
+    # The counts are the gateway's estimate (no tokenizer for this model and none reported),
+    # not an exact count: docs/billing.md.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:

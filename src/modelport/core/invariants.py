@@ -36,7 +36,7 @@ def check_stream(events: Iterable[Event]) -> None:
         raise StreamInvariantError(f"last event must be Stop or Error, got {events[-1]!r}")
     kinds: dict[int, str] = {}
     current = -1
-    seen_usage = False
+    last_usage: Usage | None = None
     for position, event in enumerate(events):
         where = f"event {position} ({event!r})"
         if position > 0 and isinstance(event, Start):
@@ -44,9 +44,12 @@ def check_stream(events: Iterable[Event]) -> None:
         if position < len(events) - 1 and isinstance(event, Stop | Error):
             raise StreamInvariantError(f"{where}: Stop/Error before the end")
         if isinstance(event, Usage):
-            if seen_usage:
-                raise StreamInvariantError(f"{where}: a second Usage")
-            seen_usage = True
+            if last_usage is not None and (
+                event.prompt_tokens < last_usage.prompt_tokens
+                or event.completion_tokens < last_usage.completion_tokens
+            ):
+                raise StreamInvariantError(f"{where}: a running Usage went down")
+            last_usage = event
             if min(event.prompt_tokens, event.completion_tokens, event.reasoning_tokens) < 0:
                 raise StreamInvariantError(f"{where}: negative token count")
             if event.reasoning_tokens > event.completion_tokens:

@@ -46,6 +46,9 @@ _GROUPS = ("day", "model", "key")
 async def handle(state: AppState, exchange: Exchange) -> None:
     """Route a path under /api/v1/ (NotFound when none matches)."""
     principal = await state.keys.authenticate(api_key_from(exchange))
+    # Settlements are written behind the responses: what this caller reads includes every
+    # request this process has finished (read-your-writes).
+    await state.metering.flush()
     parts = [unquote(part) for part in exchange.path[len(PREFIX) :].split("/") if part]
     method = exchange.method
     if parts == ["generation"]:

@@ -2,7 +2,7 @@
 shape. Thin, like the OpenAI door: decode, call the same inference service, encode.
 
 A stream's `message_start` carries the prompt's size: the local engine's count, or for an
-upstream (which reports it only at the end) the count_tokens count.
+upstream (which reports it only at the end) the count the metering stage made at admission.
 
 Claude clients name Claude models: Claude Code sends `claude-…` ids unless ANTHROPIC_MODEL is
 set. Such an id is served by the model the operator names in `MODELPORT_CLAUDE_MODEL`, or
@@ -15,11 +15,10 @@ from __future__ import annotations
 import msgspec
 
 from modelport.core.catalog import ModelCard
-from modelport.core.collect import collect
-from modelport.core.errors import ModelNotFound, ModelportError
+from modelport.core.errors import ModelNotFound
 from modelport.core.types import ChatRequest
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange, unless_disconnected
+from modelport.http.exchange import Exchange, collect_whole
 from modelport.http.state import AppState
 from modelport.protocols.anthropic.decode import (
     decode_count_tokens_request,
@@ -34,28 +33,22 @@ async def messages(state: AppState, exchange: Exchange) -> None:
     principal = await state.keys.authenticate(api_key_from(exchange))
     chat, options = decode_messages_request(await exchange.body(state.settings.max_request_bytes))
     chat = _for_served_model(state, chat)
-    generation = await state.inference.start(principal, chat, incremental=options.stream)
+    generation = await state.metering.start(principal, chat, incremental=options.stream)
     message_id = "msg_" + generation.request_id
     stops = chat.sampling.stop
     exclude = chat.reasoning.exclude
     if not options.stream:
-        completion = await unless_disconnected(collect(generation.events), exchange.disconnected)
+        completion = await collect_whole(generation.events, exchange.disconnected)
         if completion is None:  # the client gave up: the generation was stopped
-            await generation.events.aclose()
             return
         body = encode_message(
             completion, message_id=message_id, stop_sequences=stops, exclude_reasoning=exclude
         )
         await exchange.respond(200, body)
         return
-    input_tokens = generation.prompt_tokens
-    if input_tokens is None:
-        # An upstream reports the prompt's size at the end; message_start carries our count
-        # (exact for Qwen3, an estimate otherwise), made while the upstream reads the prompt.
-        try:
-            input_tokens = await state.inference.count_tokens(principal, chat)
-        except ModelportError:
-            input_tokens = 0
+    # The local engine's exact count, or the one the metering stage made at admission (an
+    # upstream reports the prompt's size only at the end).
+    input_tokens = generation.prompt_tokens or 0
     encoder = MessageStreamEncoder(
         message_id=message_id,
         model=generation.card.id,
@@ -67,10 +60,10 @@ async def messages(state: AppState, exchange: Exchange) -> None:
 
 
 async def count_tokens(state: AppState, exchange: Exchange) -> None:
-    principal = await state.keys.authenticate(api_key_from(exchange))
+    await state.keys.authenticate(api_key_from(exchange))
     chat = decode_count_tokens_request(await exchange.body(state.settings.max_request_bytes))
     chat = _for_served_model(state, chat)
-    counted = await state.inference.count_tokens(principal, chat)
+    counted = await state.inference.count_tokens(chat)
     await exchange.respond(200, msgspec.json.encode({"input_tokens": counted}))
 
 

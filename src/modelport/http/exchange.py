@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Protocol, TypeVar
 
+from modelport.core.collect import Completion, collect
 from modelport.core.errors import PayloadTooLarge
+from modelport.core.events import Event
 
 T = TypeVar("T")
 
@@ -72,36 +75,48 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def unless_disconnected(
-    work: Awaitable[T], disconnected: Callable[[], Awaitable[None]]
-) -> T | None:
-    """Await `work`, cancelling it if the client goes away first (then return None).
+# A whole answer that takes longer than this starts watching for its client going away; one
+# that is quicker (most are) costs no watcher task.
+WATCH_AFTER_S = 0.25
 
-    For answers sent whole: a client that gives up must stop the generation behind it, as a
-    closed stream does.
-    """
+
+async def collect_whole(
+    events: AsyncGenerator[Event, None], disconnected: Callable[[], Awaitable[None]]
+) -> Completion | None:
+    """`collect(events)` for an answer sent whole, closing `events` on every path (so the
+    stage behind it settles at once, not when the generator is garbage-collected). A client
+    that gives up stops the generation behind it, as a closed stream does: returns None then.
+    Errors in the events are raised (after the stream was closed)."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
-    async def watcher() -> None:
+    async def watch() -> None:
         nonlocal gone
         await disconnected()
         gone = True
         task.cancel()
 
-    watch_task = asyncio.create_task(watcher())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
-        return await work
+        async with aclosing(events):
+            return await collect(events)
     except asyncio.CancelledError:
         if not gone:
             raise
         task.uncancel()
         return None
     finally:
-        watch_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch_task
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 async def pump(

@@ -3,9 +3,8 @@ inference service, encode."""
 
 from __future__ import annotations
 
-from modelport.core.collect import collect
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange, unless_disconnected
+from modelport.http.exchange import Exchange, collect_whole
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
@@ -16,13 +15,12 @@ from modelport.services.catalog import resolve_model
 async def chat_completions(state: AppState, exchange: Exchange) -> None:
     principal = await state.keys.authenticate(api_key_from(exchange))
     chat, options = decode_chat_request(await exchange.body(state.settings.max_request_bytes))
-    generation = await state.inference.start(principal, chat, incremental=options.stream)
+    generation = await state.metering.start(principal, chat, incremental=options.stream)
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
     if not options.stream:
-        completion = await unless_disconnected(collect(generation.events), exchange.disconnected)
+        completion = await collect_whole(generation.events, exchange.disconnected)
         if completion is None:  # the client gave up: the generation was stopped
-            await generation.events.aclose()
             return
         body = encode_completion(
             completion,

@@ -2,16 +2,26 @@
 
 `app_from_environment` is also an ASGI app factory for other servers, e.g.
 `uvicorn --factory modelport.http.server:app_from_environment`.
+
+`run_server` runs in the process that becomes granian's supervisor, which lives as long as
+the server and from which the workers are forked: the app (and with it SQLAlchemy, the
+services and the protocols) is imported only by the factory, in the workers.
 """
 
 from __future__ import annotations
 
-from modelport.http.app import App
+from typing import TYPE_CHECKING
+
 from modelport.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from modelport.http.app import App
 
 
 def app_from_environment() -> App:
     """Granian's factory target: workers are separate processes, so they read settings anew."""
+    from modelport.http.app import App
+
     return App(load_settings())
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 from modelport.backends.base import Closeable, Route, Startable
+from modelport.backends.llamacpp import LlamaCppEngine
 from modelport.backends.registry import build_routes
 from modelport.core.catalog import Catalog
 from modelport.protocols.anthropic.models import encode_model_list as anthropic_model_list
 from modelport.protocols.openai.models import encode_model_list
-from modelport.services.billing import BillingService
 from modelport.services.catalog import load_catalog
+from modelport.services.credit import CreditBook, process_owner
 from modelport.services.inference import InferenceService
 from modelport.services.keys import KeyService
 from modelport.services.limits import (
@@ -21,13 +23,14 @@ from modelport.services.limits import (
     LocalKeyEvents,
     RateLimiter,
 )
+from modelport.services.metering import Metering
 from modelport.settings import Settings
 from modelport.store import open_store
 from modelport.store.sql import SqlStore
 
 log = logging.getLogger("modelport.http")
 
-HOLD_SWEEP_SECONDS = 60.0
+LEASE_SWEEP_SECONDS = 60.0  # how often each replica gives back the leases of dead processes
 
 
 class AppState:
@@ -41,6 +44,7 @@ class AppState:
         *,
         limiter: RateLimiter | None = None,
         key_events: KeyEvents | None = None,
+        credit_events: KeyEvents | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -50,19 +54,23 @@ class AppState:
         self.routes = routes
         self.limiter = limiter or InProcessRateLimiter()
         self.key_events = key_events or LocalKeyEvents()
+        # Over Redis, a replica short of an account's credit asks the others to give theirs
+        # back (services/credit.py); a lone process has no one to ask.
+        self.credit_events = credit_events
         self.inference = InferenceService(catalog, routes)
-        self.inference.billing = BillingService(
+        self.credit = CreditBook(
             store,
-            self.limiter,
-            self.inference.prompt_size,
-            self.inference.output_size,
-            hold_ttl=settings.hold_ttl,
+            owner=process_owner(),
+            ttl=settings.hold_ttl,
+            reclaim=self._ask_for_credit if credit_events is not None else None,
         )
+        self.metering = Metering(self.inference, store, self.credit, self.limiter)
         self.models_body = encode_model_list(catalog)
         self.anthropic_models_body = anthropic_model_list(
             card for card in catalog.models if not card.hidden
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def build(cls, settings: Settings) -> AppState:
@@ -72,23 +80,42 @@ class AppState:
         routes = build_routes(catalog, settings)
         limiter: RateLimiter
         events: KeyEvents
+        credit_events: KeyEvents | None = None
         if settings.redis_url:
             from modelport.store.redis import RedisKeyEvents, RedisRateLimiter
 
             prefix = settings.redis_prefix
             limiter = RedisRateLimiter(settings.redis_url, prefix=prefix)
             events = RedisKeyEvents(settings.redis_url, channel=f"{prefix}:keys")
+            credit_events = RedisKeyEvents(settings.redis_url, channel=f"{prefix}:credit")
         else:
             limiter, events = InProcessRateLimiter(), LocalKeyEvents()
-        state = cls(settings, catalog, store, keys, routes, limiter=limiter, key_events=events)
+        state = cls(
+            settings,
+            catalog,
+            store,
+            keys,
+            routes,
+            limiter=limiter,
+            key_events=events,
+            credit_events=credit_events,
+        )
         for model_routes in routes.values():
             for route in model_routes:
-                if isinstance(route.backend, Startable):
-                    await route.backend.start()
+                backend = route.backend
+                # Local models load on first use unless the operator asks to preload them.
+                if isinstance(backend, Startable) and (
+                    settings.preload or not isinstance(backend, LlamaCppEngine)
+                ):
+                    await backend.start()
         state._tasks = [
             asyncio.create_task(events.listen(keys.forget), name="key-events"),
-            asyncio.create_task(state._release_expired_holds(), name="hold-sweeper"),
+            asyncio.create_task(state._keep_credit(), name="credit-leases"),
         ]
+        if credit_events is not None:
+            state._tasks.append(
+                asyncio.create_task(credit_events.listen(state._credit_asked), name="credit")
+            )
         log.info(
             "serving %d model(s) with backends: %s",
             len(routes),
@@ -96,17 +123,40 @@ class AppState:
         )
         return state
 
-    async def _release_expired_holds(self) -> None:
-        """Give back holds left by processes that died mid-request: at start, then every
+    async def _ask_for_credit(self, account_id: int) -> None:
+        assert self.credit_events is not None
+        await self.credit_events.publish(str(account_id))
+
+    def _credit_asked(self, message: str) -> None:
+        """Another replica is short of an account's credit: give back what ours do not use."""
+        if message.isdigit():
+            task = asyncio.ensure_future(self.credit.give_back(int(message)))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _keep_credit(self) -> None:
+        """Renew this process's credit leases (a heartbeat, every quarter of their TTL), give
+        back idle ones, and give back the leases of processes that died: at start, then every
         minute (each replica does it; the store makes it safe to race)."""
-        billing = self.inference.billing
-        assert billing is not None
+        heartbeat = max(self.settings.hold_ttl / 4, 0.5)
+        swept = float("-inf")
         while True:
             try:
-                await billing.release_expired_holds()
+                await self.credit.tick()
+                now = asyncio.get_running_loop().time()
+                if now - swept >= LEASE_SWEEP_SECONDS:
+                    swept = now
+                    released = await asyncio.to_thread(
+                        self.store.release_expired_leases, datetime.now(UTC)
+                    )
+                    if released:
+                        log.warning(
+                            "gave back %d expired credit lease(s) of processes that stopped",
+                            released,
+                        )
             except Exception:
-                log.exception("releasing expired holds failed; retrying in a minute")
-            await asyncio.sleep(HOLD_SWEEP_SECONDS)
+                log.exception("keeping credit leases failed; retrying")
+            await asyncio.sleep(heartbeat)
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -115,7 +165,13 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        try:
+            await self.metering.aclose()  # write what is pending, give back every lease
+        except Exception:
+            log.exception("closing the metering stage failed")
         await self.limiter.aclose()
+        if self.credit_events is not None:
+            await self.credit_events.aclose()
         await self.key_events.aclose()
         for model_routes in self.routes.values():
             for route in model_routes:

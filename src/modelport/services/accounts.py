@@ -192,6 +192,9 @@ def account_json(account: AccountRecord) -> dict[str, Any]:
         "role": account.role,
         "balance": cny(account.balance_nano),
         "balance_nano": account.balance_nano,
+        # The part of the balance servers hold as credit for requests (docs/billing.md).
+        "leased": cny(account.leased_nano),
+        "leased_nano": account.leased_nano,
         "created_at": account.created_at.isoformat(),
     }
 
@@ -237,6 +240,8 @@ def usage_json(row: UsageRecord) -> dict[str, Any]:
         "error_code": row.error_code,
         "streamed": row.streamed,
         "cancelled": row.cancelled,
+        "estimated": row.estimated,
+        "anomaly": row.anomaly,
         "key_id": row.key_id,
     }
 

@@ -29,4 +29,4 @@ def open_store(settings: Settings) -> SqlStore:
 
     url = settings.resolved_database_url
     migrate(url)
-    return SqlStore(url)
+    return SqlStore(url, linger=settings.write_behind_ms / 1000)

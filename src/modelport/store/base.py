@@ -75,19 +75,23 @@ class KeyStore(Protocol):
 
 # ---------------------------------------------------------------------------- accounts and money
 #
-# Money is integer nano-yuan (core/money.py). An account's `balance_nano` is what it can still
-# spend: holds of requests in flight are already taken out of it. So at every moment
-#     balance_nano == sum(ledger amounts of the account) - sum(its active holds)
+# Money is integer nano-yuan (core/money.py). An account's money is in two places: its free
+# balance (`accounts.balance_nano`, what no process holds) and its credit leases (money a
+# serving process has reserved for requests it admits, `credit_leases`). So at every moment
+#     free balance + sum(its leases) == sum(ledger amounts of the account)
 # and the ledger alone says where the money went: a top-up is +amount, a settled request is
-# -cost (one "charge" row per request id, never two).
+# -cost (one "charge" row per request id, never two). A key's `spent_nano` in the database
+# counts its settled spending plus what is leased for it, so a lease can never take a key past
+# its spending limit.
 
 
 class AccountRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     name: str
     role: Role
-    balance_nano: int
+    balance_nano: int  # the whole balance users see: free + leased
     created_at: datetime
+    leased_nano: int = 0  # the part of it leased to serving processes (requests in flight)
 
 
 class KeyLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,7 +110,7 @@ class KeyGrant(msgspec.Struct, frozen=True, kw_only=True):
     key: ApiKeyRecord
     account: AccountRecord
     limits: KeyLimits
-    spent_nano: int  # settled spending plus holds in flight
+    spent_nano: int  # settled spending only (what is leased for the key is not in it)
 
 
 class LedgerEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,6 +145,10 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     streamed: bool = False
     cancelled: bool = False
     created_at: datetime
+    estimated: bool = False  # the token counts are an estimate, not counted
+    # Why the gateway did not bill what the upstream reported ("completion_above_limit",
+    # "capped_at_hold", "lease_lost"; several joined by ","), or None.
+    anomaly: str | None = None
 
 
 class UsageTotal(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,17 +162,48 @@ class UsageTotal(msgspec.Struct, frozen=True, kw_only=True):
     cost_nano: int
 
 
-class HoldResult(msgspec.Struct, frozen=True):
-    """The outcome of `place_hold`: placed, or why not."""
+class LeaseResult(msgspec.Struct, frozen=True):
+    """The outcome of `lease_credit`: how much was granted into which lease, or why nothing."""
 
-    placed: bool
-    reason: Literal["ok", "balance", "key_limit", "duplicate"] = "ok"
-    balance_nano: int | None = None  # the account's balance after (placed) or as found (not)
+    granted_nano: int
+    lease_id: int | None  # the lease the grant went into; None when refused
+    reason: Literal["ok", "balance", "key_limit"] = "ok"
+    balance_nano: int = 0  # the account's free balance after (granted) or as found (refused)
+    # What the key's spending limit still allows after (or as found); None: no limit.
+    key_headroom_nano: int | None = None
+
+
+class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Credit one serving process (`owner`) holds for one key of one account."""
+
+    id: int
+    account_id: int
+    key_id: int
+    owner: str
+    amount_nano: int  # leased and not yet charged
+    created_at: datetime
+    expires_at: datetime
+
+
+class Charge(msgspec.Struct, frozen=True):
+    """One finished request for the write-behind: its usage row, the lease its cost comes out
+    of (None: none), and whether the account is postpaid (may go below zero)."""
+
+    usage: UsageRecord
+    lease_id: int | None
+    postpaid: bool = False
 
 
 class BillingStore(Protocol):
-    """Accounts, holds, the ledger and usage rows. Synchronous, like `KeyStore`; every method
-    is one database transaction, safe under concurrent callers in many processes."""
+    """Accounts, credit leases, the ledger and usage rows, safe under concurrent callers in
+    many processes.
+
+    Reads and account administration are synchronous, one transaction each. The request path
+    (`lease_credit`, `record`, `return_credit`, `renew_leases`, `flush`) returns futures: the
+    operations go to one writer per store that applies them in submission order, many per
+    transaction, and resolves each future once its transaction has committed. A future is
+    never cancelled: what was submitted is applied.
+    """
 
     def create_account(self, *, name: str, role: Role, created_at: datetime) -> AccountRecord:
         """Insert an account with balance 0; `StoreConflict` if the name is taken."""
@@ -179,8 +218,8 @@ class BillingStore(Protocol):
     def top_up(
         self, account_id: int, amount_nano: int, *, reason: str, created_at: datetime
     ) -> AccountRecord:
-        """Add `amount_nano` (may be negative: an adjustment, never taking the balance below
-        zero: `StoreConflict` then) and write the ledger entry, in one transaction."""
+        """Add `amount_nano` and write the ledger entry, in one transaction. A negative amount
+        (an adjustment) may take only the free balance, never below zero: `StoreConflict`."""
         ...
 
     def create_account_key(
@@ -203,53 +242,57 @@ class BillingStore(Protocol):
 
     def list_grants(self, *, account_id: int | None = None) -> list[KeyGrant]: ...
 
-    def place_hold(
+    def lease_credit(
         self,
         *,
-        request_id: str,
         account_id: int,
         key_id: int,
-        amount_nano: int,
-        created_at: datetime,
+        owner: str,
+        lease_id: int | None,
+        want_nano: int,
+        need_nano: int,
+        now: datetime,
         expires_at: datetime,
-    ) -> HoldResult:
-        """Take `amount_nano` out of the account's balance and add it to the key's spending,
-        only if the balance covers it and the key's spending limit allows it (conditional
-        updates: concurrent holds can never take a balance below zero), and record the hold.
-        A second hold for the same request id is refused ("duplicate")."""
+    ) -> Future[LeaseResult]:
+        """Move up to `want_nano` (at least `need_nano`, or nothing) from the account's free
+        balance into a lease of `owner` for the key: into lease `lease_id` (renewed to
+        `expires_at`), or a new lease when it is None or gone. The grant is capped by the free
+        balance and the key's spending limit; refused ("balance" or "key_limit") when less
+        than `need_nano` (or nothing at all, when `want_nano` > 0) is left."""
         ...
 
-    def submit_hold(
-        self,
-        *,
-        request_id: str,
-        account_id: int,
-        key_id: int,
-        amount_nano: int,
-        created_at: datetime,
-        expires_at: datetime,
-    ) -> Future[HoldResult]:
-        """`place_hold` without blocking: resolves once its transaction has committed."""
+    def record(self, charge: Charge) -> Future[bool]:
+        """Write a finished request behind the response: its usage row, its ledger charge
+        (cost > 0), and the money, out of its lease when that covers it, else (postpaid) out
+        of the balance, else out of what the lease has and then the free balance as far as it
+        goes, the cost lowered to what was taken (anomaly "lease_lost"). True once committed;
+        False, changing nothing, when the request id was already recorded."""
         ...
 
-    def submit_settle(self, usage: UsageRecord) -> Future[bool]:
-        """`settle` without blocking: resolves once its transaction has committed."""
+    def return_credit(self, lease_id: int, amount_nano: int | None) -> Future[int]:
+        """Give `amount_nano` of the lease (at most what it holds) back to the free balance,
+        or everything (None), deleting the lease. Applied after every operation submitted
+        before it. Resolves to the amount returned (0 for an unknown lease)."""
         ...
 
-    def settle(self, usage: UsageRecord) -> bool:
-        """Finish a request, once: release its hold (if any), charge `usage.cost_nano`
-        (balance -= cost, key spending adjusted by cost - hold), write the ledger charge (when
-        cost > 0) and the usage row. Idempotent by request id: a second call changes nothing
-        and returns False. A request whose hold already expired is still charged."""
+    def renew_leases(self, owner: str, expires_at: datetime) -> Future[int]:
+        """Move the expiry of every lease `owner` holds (a heartbeat); how many."""
         ...
 
-    def release_expired_holds(self, now: datetime) -> int:
-        """Give back every hold whose `expires_at` has passed (its process died before it
-        could settle): balance and key spending restored, hold deleted. Returns how many."""
+    def flush(self) -> Future[None]:
+        """Resolves once every operation submitted before it has been committed."""
         ...
 
-    def active_holds(self, account_id: int | None = None) -> int:
-        """How many holds are in flight (all accounts, or one)."""
+    def release_expired_leases(self, now: datetime) -> int:
+        """Give back every lease with `expires_at <= now` (its process died or hung): its
+        amount back to the free balance and out of the key's spending, the lease deleted.
+        One transaction, safe to run on many replicas at once. Returns how many."""
+        ...
+
+    def leases(
+        self, *, account_id: int | None = None, owner: str | None = None
+    ) -> list[LeaseRecord]:
+        """Leases in id order, all or of one account and/or owner."""
         ...
 
     def get_usage(self, request_id: str) -> UsageRecord | None: ...

@@ -49,8 +49,8 @@ accounts = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
-    # No CHECK (balance_nano >= 0): a settle whose cost exceeds its hold may overdraw (an
-    # estimate too low); holds themselves never do, by their conditional update.
+    # The free balance (not leased). No CHECK (balance_nano >= 0): a postpaid (admin)
+    # account's may go below zero; a prepaid one's never does, by how leases are granted.
     sa.Column("balance_nano", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.CheckConstraint("role IN ('admin', 'user')", name="ck_accounts_role"),
@@ -78,6 +78,7 @@ api_keys = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=True),
     sa.Column("allowed_models", sa.Text, nullable=True),  # a JSON list of catalog ids
     sa.Column("spend_limit_nano", sa.BigInteger, nullable=True),
+    # Settled spending plus what is leased for the key (so a lease respects the limit).
     sa.Column("spent_nano", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("rpm", sa.Integer, nullable=True),
     sa.Column("tpm", sa.Integer, nullable=True),
@@ -86,23 +87,34 @@ api_keys = sa.Table(
     sa.Index("ix_api_keys_account_id", "account_id"),
 )
 
-holds = sa.Table(
-    "holds",
+# Credit one serving process (`owner`) has taken out of an account's free balance for one key,
+# and not yet charged. `sqlite_autoincrement`: an id is never reused (SQLite would otherwise
+# hand a deleted maximum id out again), so a stale id can never reach another lease.
+credit_leases = sa.Table(
+    "credit_leases",
     metadata,
-    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column(
         "account_id",
         sa.Integer,
-        sa.ForeignKey("accounts.id", name="fk_holds_account_id"),
+        sa.ForeignKey("accounts.id", name="fk_credit_leases_account_id"),
         nullable=False,
     ),
     sa.Column(
-        "key_id", sa.Integer, sa.ForeignKey("api_keys.id", name="fk_holds_key_id"), nullable=False
+        "key_id",
+        sa.Integer,
+        sa.ForeignKey("api_keys.id", name="fk_credit_leases_key_id"),
+        nullable=False,
     ),
+    sa.Column("owner", sa.String(64), nullable=False),
     sa.Column("amount_nano", sa.BigInteger, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
-    sa.Index("ix_holds_expires_at", "expires_at"),
+    sa.Index("ix_credit_leases_expires_at", "expires_at"),
+    sa.Index("ix_credit_leases_owner", "owner"),
+    sa.Index("ix_credit_leases_account_id", "account_id"),
+    sa.Index("ix_credit_leases_key_id", "key_id"),
+    sqlite_autoincrement=True,
 )
 
 ledger = sa.Table(
@@ -154,6 +166,8 @@ usage = sa.Table(
     sa.Column("streamed", sa.Boolean, nullable=False),
     sa.Column("cancelled", sa.Boolean, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("estimated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("anomaly", sa.Text, nullable=True),  # why what was billed is not what was reported
     sa.CheckConstraint("status IN ('ok', 'error', 'cancelled')", name="ck_usage_status"),
     sa.Index("ix_usage_created_at", "created_at"),
     sa.Index("ix_usage_account_id_created_at", "account_id", "created_at"),

@@ -3,14 +3,14 @@
 Parameterised statements only; rows become frozen records before they leave this module.
 The schema must already be migrated (`modelport.store.migrate`).
 
-Money moves only by conditional or relative updates inside one transaction (`balance_nano =
-balance_nano - :amount WHERE balance_nano >= :amount`), never read-modify-write in Python, so
-concurrent requests in many processes cannot overdraw a balance or a key's spending limit.
-Row locks are taken in one order, accounts before keys, so PostgreSQL transactions never wait
-on each other in a cycle. SQLite has one writer at a time: a write starts with `BEGIN
-IMMEDIATE` (it takes the write lock at once or waits `busy_timeout` for it; a deferred
-transaction could fail to upgrade its lock instead), and the threads of one process queue on a
-lock first, so they wait in order rather than in SQLite's sleep-and-retry loop.
+Money moves inside one transaction, by a conditional or relative update or under row locks
+(the request path: `store/batch.py`), so concurrent requests in many processes cannot overdraw
+a balance or a key's spending limit. Row locks are taken in one order, accounts, then keys,
+then credit leases, so PostgreSQL transactions never wait on each other in a cycle. SQLite has
+one writer at a time: a write starts with `BEGIN IMMEDIATE` (it takes the write lock at once
+or waits `busy_timeout` for it; a deferred transaction could fail to upgrade its lock
+instead), and the threads of one process queue on a lock first, so they wait in order rather
+than in SQLite's sleep-and-retry loop.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ from modelport.core.money import format_cny
 from modelport.store.base import (
     AccountRecord,
     ApiKeyRecord,
-    HoldResult,
+    Charge,
     KeyGrant,
     KeyLimits,
+    LeaseRecord,
+    LeaseResult,
     LedgerEntry,
     Role,
     StoreConflict,
@@ -42,9 +44,18 @@ from modelport.store.base import (
     UsageRecord,
     UsageTotal,
 )
-from modelport.store.batch import USAGE_FIELDS, BatchWriter, HoldOp, write_deltas
+from modelport.store.batch import (
+    DEFAULT_LINGER_S,
+    FLUSH,
+    USAGE_FIELDS,
+    BatchWriter,
+    LeaseOp,
+    RenewOp,
+    ReturnOp,
+    write_deltas,
+)
 from modelport.store.engine import make_engine, redacted
-from modelport.store.schema import accounts, api_keys, app_meta, holds, ledger
+from modelport.store.schema import accounts, api_keys, app_meta, credit_leases, ledger
 from modelport.store.schema import usage as usage_rows
 
 # The account `create_key` (the interface without accounts) puts a key of each role into.
@@ -67,12 +78,32 @@ def _record(row: sa.Row[Any]) -> ApiKeyRecord:
     )
 
 
+def _leased(lease_column: sa.Column[int], id_column: sa.Column[int]) -> sa.ScalarSelect[int]:
+    """The sum of the leases whose `lease_column` is the row's `id_column`; 0 for none."""
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(credit_leases.c.amount_nano), 0))
+        .where(lease_column == id_column)
+        .scalar_subquery()
+    )
+
+
+_ACCOUNT_LEASED = _leased(credit_leases.c.account_id, accounts.c.id)
+_KEY_LEASED = _leased(credit_leases.c.key_id, api_keys.c.id)
+
+
+# An account row with what is leased of it: one statement, so one consistent snapshot.
+_ACCOUNT_QUERY = sa.select(accounts, _ACCOUNT_LEASED.label("leased_nano"))
+
+
 def _account(values: sa.RowMapping, prefix: str = "") -> AccountRecord:
+    """`balance_nano` is the whole balance: the free part in the row plus what is leased."""
+    leased = int(values[f"{prefix}leased_nano"])
     return AccountRecord(
         id=values[f"{prefix}id"],
         name=values[f"{prefix}name"],
         role=cast(Role, values[f"{prefix}role"]),
-        balance_nano=int(values[f"{prefix}balance_nano"]),
+        balance_nano=int(values[f"{prefix}balance_nano"]) + leased,
+        leased_nano=leased,
         created_at=values[f"{prefix}created_at"],
     )
 
@@ -103,17 +134,33 @@ def _limit_values(limits: KeyLimits) -> dict[str, Any]:
 _ACCOUNT_PREFIX = "owner_"
 _GRANT_QUERY = sa.select(
     api_keys,
+    _KEY_LEASED.label("key_leased_nano"),
     *(column.label(_ACCOUNT_PREFIX + column.name) for column in accounts.c),
+    _ACCOUNT_LEASED.label(_ACCOUNT_PREFIX + "leased_nano"),
 ).join_from(api_keys, accounts, api_keys.c.account_id == accounts.c.id)
 
 
 def _grant(row: sa.Row[Any]) -> KeyGrant:
+    """`spent_nano` is settled spending: the key's row counts its leases too."""
     values = row._mapping
     return KeyGrant(
         key=_record(row),
         account=_account(values, _ACCOUNT_PREFIX),
         limits=_limits(values),
-        spent_nano=int(values["spent_nano"]),
+        spent_nano=int(values["spent_nano"]) - int(values["key_leased_nano"]),
+    )
+
+
+def _lease(row: sa.Row[Any]) -> LeaseRecord:
+    values = row._mapping
+    return LeaseRecord(
+        id=values["id"],
+        account_id=values["account_id"],
+        key_id=values["key_id"],
+        owner=values["owner"],
+        amount_nano=int(values["amount_nano"]),
+        created_at=values["created_at"],
+        expires_at=values["expires_at"],
     )
 
 
@@ -143,7 +190,9 @@ class SqlStore:
     """A `KeyStore` and `BillingStore` over one SQLAlchemy engine. Thread-safe; close it (or
     use `with`) to release the connection pool."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, linger: float = DEFAULT_LINGER_S) -> None:
+        """`linger`: how long the writer gathers more write-behind charges before it commits
+        the ones it has (see `store/batch.py`)."""
         self._url = url
         self._engine = make_engine(url)
         self._dialect = self._engine.dialect.name
@@ -151,9 +200,13 @@ class SqlStore:
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if self._sqlite else nullcontext()
         )
-        self._writer = BatchWriter(self._write, lock_rows=not self._sqlite, translate=self._error)
+        self._writer = BatchWriter(
+            self._write, lock_rows=not self._sqlite, linger=linger, translate=self._error
+        )
 
     def close(self) -> None:
+        """Apply every operation submitted so far (nothing written behind is lost), then
+        release the connection pool."""
         self._writer.close()
         self._engine.dispose()
 
@@ -308,7 +361,7 @@ class SqlStore:
         statement = (
             accounts.insert()
             .values(name=name, role=role, balance_nano=0, created_at=created_at)
-            .returning(*accounts.c)
+            .returning(*accounts.c, sa.literal(0, sa.BigInteger).label("leased_nano"))
         )
         try:
             with self._write() as connection:
@@ -322,27 +375,28 @@ class SqlStore:
         return _account(row._mapping)
 
     def get_account(self, name: str) -> AccountRecord | None:
-        row = self._read(sa.select(accounts).where(accounts.c.name == name)).one_or_none()
+        row = self._read(_ACCOUNT_QUERY.where(accounts.c.name == name)).one_or_none()
         return None if row is None else _account(row._mapping)
 
     def get_account_by_id(self, account_id: int) -> AccountRecord | None:
-        row = self._read(sa.select(accounts).where(accounts.c.id == account_id)).one_or_none()
+        row = self._read(_ACCOUNT_QUERY.where(accounts.c.id == account_id)).one_or_none()
         return None if row is None else _account(row._mapping)
 
     def list_accounts(self) -> list[AccountRecord]:
         """Accounts in id order."""
-        rows = self._read(sa.select(accounts).order_by(accounts.c.id))
+        rows = self._read(_ACCOUNT_QUERY.order_by(accounts.c.id))
         return [_account(row._mapping) for row in rows]
 
     def top_up(
         self, account_id: int, amount_nano: int, *, reason: str, created_at: datetime
     ) -> AccountRecord:
-        """A positive amount is a "topup" ledger entry, zero or negative an "adjustment"."""
+        """A positive amount is a "topup" ledger entry, zero or negative an "adjustment"; a
+        negative one takes only the free balance (what is leased belongs to requests in
+        flight)."""
         statement = (
             accounts.update()
             .where(accounts.c.id == account_id)
             .values(balance_nano=accounts.c.balance_nano + amount_nano)
-            .returning(*accounts.c)
         )
         if amount_nano < 0:
             statement = statement.where(accounts.c.balance_nano + amount_nano >= 0)
@@ -354,104 +408,143 @@ class SqlStore:
             reason=reason,
             created_at=created_at,
         )
+        read = _ACCOUNT_QUERY.where(accounts.c.id == account_id)
         try:
             with self._write() as connection:
-                row = connection.execute(statement).one_or_none()
-                if row is not None:
+                changed = connection.execute(statement).rowcount == 1
+                if changed:
                     connection.execute(entry)
+                row = connection.execute(read).one_or_none()
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
-        if row is not None:
-            return _account(row._mapping)
-        found = self.get_account_by_id(account_id)
-        if found is None:
+        if row is None:
             raise StoreError(f"no account with id {account_id}")
-        raise StoreConflict(
+        found = _account(row._mapping)
+        if changed:
+            return found
+        free = found.balance_nano - found.leased_nano
+        message = (
             f"taking {format_cny(-amount_nano)} CNY from account {found.name!r} would leave its"
-            f" balance ({format_cny(found.balance_nano)} CNY) below zero"
+            f" free balance ({format_cny(free)} CNY) below zero"
         )
+        if found.leased_nano:
+            message += (
+                f"; {format_cny(found.leased_nano)} CNY of its balance"
+                f" ({format_cny(found.balance_nano)} CNY) is leased to requests in flight"
+            )
+        raise StoreConflict(message)
 
-    # Holds and settlement
+    # Credit leases and the write-behind (applied by the writer: store/batch.py)
 
-    def place_hold(
+    def lease_credit(
         self,
         *,
-        request_id: str,
         account_id: int,
         key_id: int,
-        amount_nano: int,
-        created_at: datetime,
+        owner: str,
+        lease_id: int | None,
+        want_nano: int,
+        need_nano: int,
+        now: datetime,
         expires_at: datetime,
-    ) -> HoldResult:
-        """A request id already settled counts as a duplicate too. A hold of 0 takes nothing,
-        so it is placed even where the balance or the key's spending is past its limit."""
-        future = self.submit_hold(
-            request_id=request_id,
-            account_id=account_id,
-            key_id=key_id,
-            amount_nano=amount_nano,
-            created_at=created_at,
-            expires_at=expires_at,
-        )
-        result: HoldResult = future.result()
-        return result
+    ) -> Future[LeaseResult]:
+        """A lease named by `lease_id` is extended only if it is still the caller's (same
+        account, key and owner); otherwise a new one is made. A refusal changes nothing, not
+        even the lease's expiry. `StoreError` (in the future) for an unknown account, or a key
+        that is not the account's."""
+        if need_nano < 0 or want_nano < need_nano:
+            raise ValueError(
+                f"a lease needs 0 <= need <= want (need {need_nano}, want {want_nano})"
+            )
+        op = LeaseOp(account_id, key_id, owner, lease_id, want_nano, need_nano, now, expires_at)
+        future: Future[LeaseResult] = self._writer.submit(op)
+        return future
 
-    def submit_hold(
-        self,
-        *,
-        request_id: str,
-        account_id: int,
-        key_id: int,
-        amount_nano: int,
-        created_at: datetime,
-        expires_at: datetime,
-    ) -> Future[HoldResult]:
-        """`place_hold` through the group-commit writer (`store/batch.py`), without blocking
-        the caller: the future resolves once the hold's transaction has committed."""
-        if amount_nano < 0:
-            raise ValueError(f"a hold cannot be negative ({amount_nano})")
-        return self._writer.submit(
-            HoldOp(request_id, account_id, key_id, amount_nano, created_at, expires_at)
-        )
+    def record(self, charge: Charge) -> Future[bool]:
+        """A lease is used only if it is the usage row's account's and key's. A postpaid
+        charge its lease does not cover comes wholly out of the balance, the lease untouched."""
+        usage = charge.usage
+        if (
+            min(
+                usage.cost_nano,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.reasoning_tokens,
+                usage.cached_tokens,
+            )
+            < 0
+        ):
+            raise ValueError(f"negative cost or token count in the usage of {usage.request_id}")
+        if usage.created_at.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        future: Future[bool] = self._writer.submit(charge)
+        return future
 
-    def settle(self, usage: UsageRecord) -> bool:
-        """The hold is given back to the account and key it was taken from, the cost taken
-        from the usage row's account and key (the same ones, unless the caller mixed them)."""
-        settled: bool = self.submit_settle(usage).result()
-        return settled
+    def return_credit(self, lease_id: int, amount_nano: int | None) -> Future[int]:
+        if amount_nano is not None and amount_nano < 0:
+            raise ValueError(f"cannot return a negative amount ({amount_nano})")
+        future: Future[int] = self._writer.submit(ReturnOp(lease_id, amount_nano))
+        return future
 
-    def submit_settle(self, usage: UsageRecord) -> Future[bool]:
-        """`settle` through the group-commit writer; resolves once committed."""
-        if usage.cost_nano < 0:
-            raise ValueError(f"a cost cannot be negative ({usage.cost_nano})")
-        return self._writer.submit(usage)
+    def renew_leases(self, owner: str, expires_at: datetime) -> Future[int]:
+        future: Future[int] = self._writer.submit(RenewOp(owner, expires_at))
+        return future
 
-    def release_expired_holds(self, now: datetime) -> int:
-        """Holds expire when `expires_at <= now`. One transaction: one statement deletes them
-        (skipping any a concurrent settle deleted first), then the money goes back."""
-        release = (
-            holds.delete()
-            .where(holds.c.expires_at <= now)
-            .returning(holds.c.account_id, holds.c.key_id, holds.c.amount_nano)
-        )
+    def flush(self) -> Future[None]:
+        future: Future[None] = self._writer.submit(FLUSH)
+        return future
+
+    def release_expired_leases(self, now: datetime) -> int:
+        """Leases expire when `expires_at <= now`. In one transaction: find them, lock their
+        accounts and keys (the lock order of every write), delete those still expired
+        (skipping any a concurrent writer renewed, returned or swept first), give the money
+        back."""
+        find = sa.select(credit_leases.c.id, credit_leases.c.account_id, credit_leases.c.key_id)
+        find = find.where(credit_leases.c.expires_at <= now)
         balances: defaultdict[int, int] = defaultdict(int)
         spending: defaultdict[int, int] = defaultdict(int)
         try:
             with self._write() as connection:
+                expired = connection.execute(find).all()
+                if not expired:
+                    return 0
+                if not self._sqlite:
+                    for table, ids in (
+                        (accounts, {lease.account_id for lease in expired}),
+                        (api_keys, {lease.key_id for lease in expired}),
+                    ):
+                        lock = sa.select(table.c.id).where(table.c.id.in_(sorted(ids)))
+                        connection.execute(lock.order_by(table.c.id).with_for_update()).all()
+                release = (
+                    credit_leases.delete()
+                    .where(
+                        credit_leases.c.id.in_([lease.id for lease in expired]),
+                        credit_leases.c.expires_at <= now,
+                    )
+                    .returning(
+                        credit_leases.c.account_id,
+                        credit_leases.c.key_id,
+                        credit_leases.c.amount_nano,
+                    )
+                )
                 released = connection.execute(release).all()
-                for held in released:
-                    balances[held.account_id] += held.amount_nano
-                    spending[held.key_id] -= held.amount_nano
+                for lease in released:
+                    balances[lease.account_id] += int(lease.amount_nano)
+                    spending[lease.key_id] -= int(lease.amount_nano)
                 write_deltas(connection, balances, spending)
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
         return len(released)
 
-    def active_holds(self, account_id: int | None = None) -> int:
-        query = sa.select(sa.func.count()).select_from(holds)
+    def leases(
+        self, *, account_id: int | None = None, owner: str | None = None
+    ) -> list[LeaseRecord]:
+        query = sa.select(credit_leases).order_by(credit_leases.c.id)
         if account_id is not None:
-            query = query.where(holds.c.account_id == account_id)
-        return int(self._read(query).scalar_one())
+            query = query.where(credit_leases.c.account_id == account_id)
+        if owner is not None:
+            query = query.where(credit_leases.c.owner == owner)
+        return [_lease(row) for row in self._read(query)]
 
     # Usage and the ledger
 

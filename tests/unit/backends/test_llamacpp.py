@@ -112,17 +112,23 @@ async def test_stream_keeps_invariants_and_counts_tokens_exactly(
     events = await events_of(engine, req, ctx)
 
     check_stream(events)
-    assert events[0] == Start(
-        model="test/smollm2", backend="llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    assert all(e.text for e in events if isinstance(e, TextDelta))
     prompt = engine.render_prompt(req)
     assert prompt.endswith("<|im_start|>assistant\n")
     expected_prompt = len(vocab.tokenize(prompt.encode(), add_bos=False, special=True))
-    usage = next(e for e in events if isinstance(e, Usage))
-    assert usage == Usage(prompt_tokens=expected_prompt, completion_tokens=5)
-    assert ctx.usage == usage
-    assert events[-1] == Stop("length", "length")
+    assert events[0] == Start(
+        model="test/smollm2",
+        backend="llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf",
+        prompt_tokens=expected_prompt,
+    )
+    assert all(e.text for e in events if isinstance(e, TextDelta))
+    # A running count after every token, then the final usage right before Stop.
+    usages = [e for e in events if isinstance(e, Usage)]
+    assert [u.completion_tokens for u in usages] == [1, 2, 3, 4, 5, 5]
+    assert {u.prompt_tokens for u in usages} == {expected_prompt}
+    assert events[-2:] == [
+        Usage(prompt_tokens=expected_prompt, completion_tokens=5),
+        Stop("length", "length"),
+    ]
     completion = await collect(_replay(events))
     assert completion.text
 
@@ -178,12 +184,15 @@ async def anext_delta(stream: AsyncGenerator[Event, None]) -> TextDelta:
 
 @pytest.mark.asyncio
 async def test_closing_the_stream_stops_generation(engine: LlamaCppEngine) -> None:
-    ctx = new_ctx()
     long = request(
         "Count from 1 to 1000.", max_tokens=1500, temperature=1.0, logit_bias={EOS: -100}
     )
-    stream = engine.stream(long, ctx)
-    await anext_delta(stream)
+    stream = engine.stream(long, new_ctx())
+    seen: Usage | None = None
+    async for event in stream:
+        if isinstance(event, Usage):
+            seen = event
+            break
     await stream.aclose()
 
     began = time.monotonic()
@@ -191,7 +200,45 @@ async def test_closing_the_stream_stops_generation(engine: LlamaCppEngine) -> No
     assert quick.usage.completion_tokens == 2
     # 1,500 tokens would take well over 10 s on this machine; a freed instance answers at once.
     assert time.monotonic() - began < 5.0
-    assert ctx.usage is not None and 1 <= ctx.usage.completion_tokens < 50
+    assert seen is not None and seen.completion_tokens == 1
+
+
+@pytest.mark.asyncio
+async def test_a_closed_stream_has_seen_a_running_usage_of_what_was_generated(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer that stops iterating (a client that left) knows what was generated up to
+    then, from the events alone: the running usage after the last piece it read counts every
+    token relayed, and the worker had generated at most one more (the token in flight)."""
+    sampled = 0
+    piece = Worker._piece
+
+    def slow_piece(self: Worker, vocab: object, token: int) -> bytes:
+        nonlocal sampled
+        sampled += 1  # once per sampled token, before its text is known
+        time.sleep(0.01)  # the consumer keeps up: what it has read is what was sent
+        return piece(self, vocab, token)
+
+    monkeypatch.setattr(Worker, "_piece", slow_piece)
+    long = request("Count from 1 to 1000.", max_tokens=500, logit_bias={EOS: -100})
+    relayed = 0
+    last: Usage | None = None
+    generated_then = -1
+    async with contextlib.aclosing(engine.stream(long, new_ctx())) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                relayed += 1
+            elif isinstance(event, Usage):
+                assert last is None or event.completion_tokens >= last.completion_tokens
+                last = event
+                if relayed >= 8:
+                    generated_then = sampled
+                    break
+    assert last is not None and last.prompt_tokens > 0
+    assert last.completion_tokens >= relayed
+    assert generated_then - 1 <= last.completion_tokens <= generated_then
+    await asyncio.sleep(0.1)
+    assert sampled <= generated_then + 1  # the worker stopped at the next token
 
 
 @pytest.mark.asyncio

@@ -120,10 +120,11 @@ async def events_of(engine: LlamaCppEngine, req: ChatRequest) -> list[Event]:
 
 
 def usage_of(engine: LlamaCppEngine, req: ChatRequest) -> Usage:
-    """Run a real generation and return the usage the engine reported for it."""
+    """Run a real generation and return the usage the engine reported for it (the last of
+    the running totals)."""
     events = asyncio.run(events_of(engine, req))
     check_stream(events)
-    return next(event for event in events if isinstance(event, Usage))
+    return [event for event in events if isinstance(event, Usage)][-1]
 
 
 def complete(engine: LlamaCppEngine, req: ChatRequest) -> Completion:
@@ -363,7 +364,7 @@ def test_generation_streams_and_respects_max_tokens(engine: LlamaCppEngine) -> N
     req = chat(user(PARAGRAPH), max_tokens=12, logit_bias=NO_END)
     events = asyncio.run(events_of(engine, req))
     check_stream(events)
-    usage = next(event for event in events if isinstance(event, Usage))
+    usage = [event for event in events if isinstance(event, Usage)][-1]
     assert usage.prompt_tokens == len(reference_tokens(engine.render_prompt(req)))
     assert usage.completion_tokens == 12
     assert events[-1] == Stop("length", "length")
@@ -428,7 +429,7 @@ def test_the_thinking_budget_closes_the_think_block(qwen3_gguf: Path, budget: in
     check_stream(events)
     reasoning = "".join(event.text for event in events if isinstance(event, ReasoningDelta))
     text = "".join(event.text for event in events if isinstance(event, TextDelta))
-    usage = next(event for event in events if isinstance(event, Usage))
+    usage = [event for event in events if isinstance(event, Usage)][-1]
     assert usage.completion_tokens == 20
     if budget is None:
         # No budget: the (banned) closing tag never comes; every token is reasoning and the

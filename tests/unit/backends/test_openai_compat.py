@@ -92,7 +92,9 @@ async def test_stream_keeps_the_invariants_and_collects_to_the_script(
     assert completion.text == "Hello!"
     assert completion.usage == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
     assert (completion.finish_reason, completion.native_finish_reason) == ("stop", "stop")
-    assert ctx.usage == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
+    # Usage travels only as an event: one, right before Stop.
+    assert [e for e in events if isinstance(e, Usage)] == [events[-2]]
+    assert events[-2] == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
 
 
 @pytest.mark.asyncio
@@ -115,7 +117,9 @@ async def test_a_whole_answer_comes_from_one_json_body_with_the_same_events(
     assert fake.requests[-1].body["stream"] is False
     assert "stream_options" not in fake.requests[-1].body
     assert await collect(_replay(whole)) == await collect(_replay(streamed))
-    assert whole_ctx.usage == Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
+    assert [e for e in whole if isinstance(e, Usage)] == [
+        Usage(11, 5, reasoning_tokens=2, cached_tokens=4)
+    ]
 
 
 async def _replay(events: list[Event]) -> AsyncIterator[Event]:
@@ -405,18 +409,20 @@ async def test_closing_the_stream_early_disconnects_the_upstream(
 
 
 @pytest.mark.asyncio
-async def test_usage_is_known_to_the_context_even_when_the_client_leaves_before_stop(
+async def test_a_client_that_leaves_before_stop_has_the_usage_event_already(
     fake: FakeOpenAIUpstream, engines: Engines
 ) -> None:
     fake.enqueue(Script(text=["a", "b"], usage=(7, 2)))
     engine = await engines(fake.base_url)
-    ctx = context()
-    stream = engine.stream(request(), ctx)
+    stream = engine.stream(request(), context())
+    usage = None
     async for event in stream:
         if isinstance(event, Usage):
+            usage = event
             break
     await stream.aclose()
-    assert ctx.usage == Usage(7, 2)
+    assert usage == Usage(7, 2)
+    assert not hasattr(context(), "usage")  # nothing flows back through the context
 
 
 @pytest.mark.asyncio

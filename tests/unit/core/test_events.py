@@ -62,7 +62,7 @@ def test_a_good_stream_passes() -> None:
             "closed",
         ),
         ([Start("m"), ToolCallDelta(0, "{}"), Stop("stop")], "before ToolCallStart"),
-        ([Start("m"), Usage(1, 1), Usage(1, 1), Stop("stop")], "second Usage"),
+        ([Start("m"), Usage(1, 2), Usage(1, 1), Stop("stop")], "running Usage went down"),
         ([Start("m"), Usage(1, 1, 2), Stop("stop")], "reasoning tokens exceed"),
     ],
 )

@@ -23,7 +23,7 @@ from modelport.core.types import (
     ToolChoice,
     ToolResultPart,
 )
-from modelport.protocols.openai.dialects import DIALECTS
+from modelport.protocols.openai.dialects import DIALECTS, DialectRules
 from modelport.protocols.openai.upstream_request import build_request_body
 
 
@@ -231,6 +231,7 @@ def test_unset_sampling_fields_are_not_sent() -> None:
         ("vllm", {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}),
         ("sglang", {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}),
         ("llamacpp_server", {"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1}),
+        ("llama_cpp_python", {"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.1}),
         ("ollama", {}),
         ("raw", {}),
     ],
@@ -315,7 +316,7 @@ def _documented_dialects() -> dict[str, list[str]]:
     rows: dict[str, list[str]] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("| `") and len(cells) == 6:
+        if line.startswith("| `") and len(cells) == 7:
             rows[cells[0].strip("`")] = cells[1:]
     return rows
 
@@ -342,11 +343,20 @@ def test_the_dialect_table_in_the_docs_matches_the_code() -> None:
             if rules.budget_path
             else ("two passes" if rules.raw_prompts else "not enforced"),
             off,
+            _endpoints(rules),
         ]
     documented = _documented_dialects()
     for row in documented.values():
         row[3] = row[3].split(" (", 1)[0]  # the budget cell may end with a note in brackets
     assert documented == expected
+
+
+def _endpoints(rules: DialectRules) -> str:
+    """The docs' cell for the engine's own tokenizer endpoints."""
+    shown = [f"`POST {rules.tokenize.path}`"] if rules.tokenize else []
+    if rules.apply_template:
+        shown.append(f"`POST {rules.apply_template}`")
+    return ", ".join(shown) or "none"
 
 
 # --------------------------------------------------------------------------- thinking
@@ -371,7 +381,7 @@ def test_the_thinking_budget_goes_where_each_engine_reads_it(
     assert body == 300
 
 
-@pytest.mark.parametrize("dialect", ["generic", "raw", "ollama"])
+@pytest.mark.parametrize("dialect", ["generic", "raw", "ollama", "llama_cpp_python"])
 def test_engines_without_a_budget_field_get_none(dialect: str) -> None:
     body = body_for(ChatRequest(model="m", messages=(user("hi"),)), dialect, thinking_budget=300)
     assert "300" not in json.dumps(body)
@@ -398,6 +408,7 @@ def test_ollama_gets_the_no_think_soft_switch_in_the_last_user_message() -> None
         ("vllm", "xhigh", "high"),
         ("sglang", "minimal", "low"),
         ("llamacpp_server", "none", None),
+        ("llama_cpp_python", "high", None),  # no such field: not sent
         ("ollama", "medium", "medium"),
         ("generic", "xhigh", "xhigh"),  # OpenRouter-style providers take every effort
         ("raw", "minimal", "minimal"),  # so does OpenAI
@@ -412,3 +423,37 @@ def test_reasoning_effort_is_sent_as_the_engine_accepts_it(
         reasoning=Reasoning(effort=effort),  # type: ignore[arg-type]
     )
     assert body_for(request, dialect).get("reasoning_effort") == sent
+
+
+def test_llama_cpp_python_gets_only_the_fields_its_server_reads() -> None:
+    # llama-cpp-python's server (llama_cpp/server/types.py) drops keys it does not know:
+    # chat_template_kwargs, reasoning_effort, reasoning on messages. Thinking is turned off
+    # with Qwen's soft switch instead.
+    request = ChatRequest(
+        model="m",
+        messages=(
+            user("first"),
+            Message("assistant", (ReasoningPart("thought"), TextPart("ok"))),
+            user("second"),
+        ),
+        reasoning=Reasoning(effort="none"),
+        chat_template_kwargs={"custom": 1},
+    )
+    body = body_for(request, "llama_cpp_python", enable_thinking=False)
+    assert body["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "second /no_think"},
+    ]
+    assert not {"chat_template_kwargs", "reasoning_effort"} & body.keys()
+
+
+def test_the_engines_tokenizer_endpoints() -> None:
+    llamacpp, python = DIALECTS["llamacpp_server"], DIALECTS["llama_cpp_python"]
+    assert llamacpp.tokenize is not None and python.tokenize is not None
+    assert (llamacpp.tokenize.path, llamacpp.tokenize.wire) == ("/tokenize", "llamacpp")
+    assert llamacpp.apply_template == "/apply-template"
+    assert (python.tokenize.path, python.tokenize.wire) == ("/extras/tokenize", "llama_cpp_python")
+    assert python.apply_template is None
+    for name in ("generic", "vllm", "sglang", "ollama", "raw"):
+        assert DIALECTS[name].tokenize is None and DIALECTS[name].apply_template is None  # type: ignore[index]

@@ -20,10 +20,8 @@ from modelport.core.errors import (
 from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
 from modelport.core.invariants import check_stream
 from modelport.core.types import ChatRequest, Message, TextPart, Tool
-from modelport.services.inference import InferenceService
-from modelport.services.keys import Principal
+from modelport.services.inference import Generation, InferenceService
 
-USER = Principal(key_id=1, name="t", role="user")
 CONFIG = OpenAICompatBackend(url="http://127.0.0.1:9/v1")
 
 
@@ -44,6 +42,12 @@ def request(model: str, **fields: object) -> ChatRequest:
         messages=(Message("user", (TextPart("hi"),)),),
         **fields,  # type: ignore[arg-type]
     )
+
+
+async def start(service: InferenceService, req: ChatRequest) -> Generation:
+    """What the metering stage does around inference: prepare, then start."""
+    card, prepared = service.prepare(req)
+    return await service.start(prepared, CallContext("req-1", card))
 
 
 class ScriptedBackend:
@@ -82,7 +86,7 @@ def service(*routes: tuple[ScriptedBackend, int], tools: bool = False) -> Infere
 
 
 async def events_of(svc: InferenceService, req: ChatRequest) -> list[Event]:
-    generation = await svc.start(USER, req)
+    generation = await start(svc, req)
     return [event async for event in generation.events]
 
 
@@ -90,9 +94,9 @@ async def events_of(svc: InferenceService, req: ChatRequest) -> list[Event]:
 async def test_unknown_model_and_bare_names() -> None:
     svc = service((ScriptedBackend("good", GOOD), 0))
     with pytest.raises(ModelNotFound) as info:
-        await svc.start(USER, request("acme/nope"))
+        await start(svc, request("acme/nope"))
     assert info.value.param == "model"
-    generation = await svc.start(USER, request("m"))
+    generation = await start(svc, request("m"))
     assert generation.card.id == "acme/m"
     assert (await collect(generation.events)).text == "ok"
 
@@ -100,7 +104,7 @@ async def test_unknown_model_and_bare_names() -> None:
 @pytest.mark.asyncio
 async def test_a_model_without_backends_says_how_to_configure_one() -> None:
     with pytest.raises(BackendUnavailable, match=r"MODELPORT_CONFIG.*docs/backends\.md") as info:
-        await service().start(USER, request("acme/empty"))
+        await start(service(), request("acme/empty"))
     assert info.value.status == 503
 
 
@@ -120,7 +124,7 @@ async def test_failover_before_the_first_event() -> None:
 async def test_all_backends_failing_raises_the_last_error() -> None:
     svc = service((ScriptedBackend("a", [UpstreamError("a down")]), 0))
     with pytest.raises(UpstreamError, match="a down"):
-        await svc.start(USER, request("acme/m"))
+        await start(svc, request("acme/m"))
 
 
 @pytest.mark.asyncio
@@ -128,7 +132,7 @@ async def test_a_client_error_is_not_retried_elsewhere() -> None:
     first = ScriptedBackend("first", [InvalidRequest("bad", param="stop")])
     second = ScriptedBackend("second", GOOD)
     with pytest.raises(InvalidRequest):
-        await service((first, 0), (second, 1)).start(USER, request("acme/m"))
+        await start(service((first, 0), (second, 1)), request("acme/m"))
     assert second.calls == 0
 
 
@@ -163,7 +167,7 @@ async def test_a_backend_error_event_is_not_doubled() -> None:
 @pytest.mark.asyncio
 async def test_closing_early_closes_the_backend() -> None:
     backend = ScriptedBackend("b", [Start("acme/m", "b"), *[TextDelta(0, "x")] * 100, Stop("stop")])
-    generation = await service((backend, 0)).start(USER, request("acme/m"))
+    generation = await start(service((backend, 0)), request("acme/m"))
     async for event in generation.events:
         if isinstance(event, TextDelta):
             break
@@ -175,9 +179,9 @@ async def test_closing_early_closes_the_backend() -> None:
 async def test_tools_need_a_model_that_supports_them() -> None:
     tools = (Tool(name="f"),)
     with pytest.raises(InvalidRequest) as info:
-        await service((ScriptedBackend("b", GOOD), 0)).start(USER, request("acme/m", tools=tools))
+        await start(service((ScriptedBackend("b", GOOD), 0)), request("acme/m", tools=tools))
     assert info.value.param == "tools"
-    generation = await service((ScriptedBackend("b", GOOD), 0), tools=True).start(
-        USER, request("acme/m", tools=tools)
+    generation = await start(
+        service((ScriptedBackend("b", GOOD), 0), tools=True), request("acme/m", tools=tools)
     )
     assert (await collect(generation.events)).text == "ok"

@@ -1,8 +1,10 @@
-"""SqlStore on SQLite in a temporary data directory: migrations, keys, metadata."""
+"""SqlStore on SQLite in a temporary data directory: migrations, keys, metadata, and how the
+writer gathers write-behind charges into batches."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +16,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from modelport.store import migrate
-from modelport.store.base import ApiKeyRecord, Role, StoreConflict, StoreError
+from modelport.store.base import (
+    ApiKeyRecord,
+    Charge,
+    KeyLimits,
+    Role,
+    StoreConflict,
+    StoreError,
+    UsageRecord,
+)
+from modelport.store.batch import MAX_BATCH
 from modelport.store.migrator import alembic_config
 from modelport.store.schema import metadata
 from modelport.store.sql import SqlStore
@@ -54,7 +65,8 @@ def test_migrate_creates_the_data_directory_and_is_idempotent(tmp_path: Path, ur
     with sqlite3.connect(database) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert {"api_keys", "app_meta", "accounts", "holds", "ledger", "usage"} <= tables
+    assert {"api_keys", "app_meta", "accounts", "credit_leases", "ledger", "usage"} <= tables
+    assert "holds" not in tables
     assert versions == [(ScriptDirectory.from_config(alembic_config()).get_current_head(),)]
 
 
@@ -151,3 +163,74 @@ def test_unusable_urls_raise_store_errors_without_the_password(tmp_path: Path) -
     with pytest.raises(StoreError) as raised:
         migrate("nosuchdb://user:hunter2@localhost/x")
     assert "hunter2" not in str(raised.value)
+
+
+def _charges(store: SqlStore, count: int) -> list[Charge]:
+    account = store.create_account(name="acme", role="user", created_at=T0)
+    store.top_up(account.id, 10**12, reason="opening", created_at=T0)
+    key = store.create_account_key(
+        account_id=account.id,
+        name="ci",
+        prefix="sk-mp-x",
+        secret_hash="c" * 64,
+        role="user",
+        limits=KeyLimits(),
+        created_at=T0,
+    )
+    granted = store.lease_credit(
+        account_id=account.id,
+        key_id=key.id,
+        owner="test",
+        lease_id=None,
+        want_nano=10**12,
+        need_nano=0,
+        now=T0,
+        expires_at=T0 + timedelta(hours=1),
+    ).result()
+    return [
+        Charge(
+            UsageRecord(
+                request_id=f"r{index}",
+                account_id=account.id,
+                key_id=key.id,
+                model="m",
+                backend=None,
+                cost_nano=index,
+                created_at=T0,
+            ),
+            granted.lease_id,
+        )
+        for index in range(count)
+    ]
+
+
+def test_charges_linger_until_something_is_waited_for(url: str) -> None:
+    migrate(url)
+    with SqlStore(url, linger=30.0) as store:
+        [first, second] = _charges(store, 2)
+        recorded = store.record(first)
+        time.sleep(0.2)
+        assert not recorded.done()  # gathering more
+        assert store.get_usage("r0") is None
+        also = store.record(second)
+        store.flush().result(timeout=10)  # someone waits: applied at once, together
+        assert recorded.result(timeout=0) is True
+        assert also.result(timeout=0) is True
+        assert store.get_usage("r1") is not None
+
+
+def test_a_full_batch_does_not_wait_for_the_linger(url: str) -> None:
+    migrate(url)
+    with SqlStore(url, linger=30.0) as store:
+        charges = _charges(store, MAX_BATCH + 1)
+        started = time.monotonic()
+        recorded = [store.record(charge) for charge in charges]
+        assert recorded[MAX_BATCH - 1].result(timeout=10) is True
+        assert time.monotonic() - started < 10
+
+
+def test_without_linger_a_charge_is_written_at_once(url: str) -> None:
+    migrate(url)
+    with SqlStore(url, linger=0) as store:
+        [charge] = _charges(store, 1)
+        assert store.record(charge).result(timeout=10) is True

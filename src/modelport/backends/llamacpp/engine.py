@@ -1,20 +1,26 @@
-"""`LlamaCppEngine`: the in-process llama.cpp backend.
+"""`LlamaCppEngine`: the in-process llama.cpp backend, which loads its model on first use.
 
-`config.instances` workers (one `Llama` and one thread each) take jobs from a dispatcher that
-sends each conversation's next turn to the instance whose KV cache already holds its earlier
-turns (dispatch.py); `stream` renders the prompt, submits a job and relays the worker's
-messages as canonical events. The event loop never calls into llama.cpp: messages cross over
-with `loop.call_soon_threadsafe`.
+A gateway that serves only upstreams must not carry a local model it never runs (a 135M model
+is 300 MB of RSS with its worker threads), so a new engine holds only its configuration:
+the first `stream`, `count_tokens` or `count_text` loads the model (loaded.py), and requests
+that arrive while it loads wait for that one load. `start()` loads it at once, for a server
+that wants the cost at start-up (`MODELPORT_PRELOAD`). A load that fails is reported to the
+requests that waited for it and tried again by the next; `aclose()` stops the workers, after
+which the engine serves nothing until `start()` is called again.
 
-Choices worth knowing:
+This module imports neither llama_cpp nor numpy nor jinja2: constructing an engine is free.
+
+Choices worth knowing (docs/engine.md):
 - an output limit beyond the remaining context is clamped to it, never refused;
 - completion_tokens counts every token sampled, the end-of-generation token and the tokens of
   a stop string that was cut from the text included;
+- usage is reported as events: `Start.prompt_tokens`, a running `Usage` after every token, and
+  the final `Usage` before `Stop`;
 - a request without a seed gets a fresh random one (llama.cpp's default repeats across runs);
 - usage reports the prompt tokens taken from the KV cache as cached_tokens, and the tokens of
   the think block (tags included) as reasoning_tokens;
 - a thinking budget (core/reasoning.py) is enforced: when the tokens inside the think block
-  reach it, the engine writes "\n</think>\n\n" itself and the model goes on to the answer
+  reach it, the engine writes "\\n</think>\\n\\n" itself and the model goes on to the answer
   (those closing tokens count as completion tokens and carry no logprobs);
 - logprobs are the raw model distribution's (before bias, penalties, grammar, temperature and
   truncation); there is one entry per token in the text: none for the end-of-generation token,
@@ -25,46 +31,27 @@ Choices worth knowing:
 from __future__ import annotations
 
 import asyncio
-import threading
-import unicodedata
+import contextlib
+import logging
 from collections.abc import AsyncGenerator
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from modelport.backends.base import CallContext
-from modelport.backends.llamacpp.dispatch import Dispatcher
-from modelport.backends.llamacpp.logprobs import MAX_TOP
-from modelport.backends.llamacpp.model_file import (
-    PACKAGE_PREFIX,
-    read_train_context,
-    resolve_model_path,
-)
-from modelport.backends.llamacpp.output_grammar import output_grammar
-from modelport.backends.llamacpp.sampling import plan_sampling
-from modelport.backends.llamacpp.worker import (
-    Done,
-    Failed,
-    Job,
-    LoadSpec,
-    ModelInfo,
-    Piece,
-    VocabCounter,
-    Worker,
-    WorkerMessage,
-)
-from modelport.core.catalog import LlamaCppBackend, ModelCard
-from modelport.core.errors import BackendUnavailable, InvalidRequest, Overloaded
-from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
-from modelport.core.reasoning import thinking_budget
-from modelport.core.types import ChatRequest, ImagePart
-from modelport.parsers.relay import ParsedRelay, output_parser_for, think_mode
+from modelport.backends.llamacpp.model_file import PACKAGE_PREFIX
+from modelport.core.catalog import ConfigError, LlamaCppBackend, ModelCard
+from modelport.core.errors import BackendUnavailable
+from modelport.core.events import Event
+from modelport.core.types import ChatRequest
 
-# How long a client told "overloaded" should wait: a short generation on a small model.
-_RETRY_AFTER_S = 3.0
+if TYPE_CHECKING:
+    from modelport.backends.llamacpp.loaded import LoadedEngine
+
+log = logging.getLogger(__name__)
 
 
 class LlamaCppEngine:
-    """A local GGUF model served by llama.cpp worker threads."""
+    """A local GGUF model served by llama.cpp worker threads, loaded on first use."""
 
     def __init__(self, config: LlamaCppBackend, card: ModelCard, *, default_threads: int) -> None:
         if config.instances < 1:
@@ -73,204 +60,115 @@ class LlamaCppEngine:
         self.card = card
         self.name = config.name or f"llamacpp:{PurePosixPath(_file_part(config.path)).name}"
         self._threads = config.n_threads or default_threads
-        self._dispatcher: Dispatcher[Job] | None = None
-        self._stopping = threading.Event()
-        self._workers: list[Worker] = []
-        self._info: ModelInfo | None = None
-        self._path: Path | None = None
-        self._counter: VocabCounter | None = None
-        self._counter_lock = asyncio.Lock()
+        self._loaded: LoadedEngine | None = None
+        # The load in progress, shared by every request that waits for it: a task, so that a
+        # waiting client that leaves does not abort the load for the others.
+        self._loading: asyncio.Task[LoadedEngine] | None = None
+        self._closed = False  # by aclose(), until start()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded (its worker threads running)."""
+        return self._loaded is not None
 
     @property
     def n_ctx(self) -> int:
-        return self._started().n_ctx
+        return self._running().info.n_ctx
 
     async def start(self) -> None:
-        """Load every instance, each in its own thread; `ConfigError` if the model is unusable."""
-        if self._workers:
-            return
-        self._stopping.clear()  # a closed engine may be started again
-        path = self._path = await asyncio.to_thread(resolve_model_path, self.config.path)
-        trained = await asyncio.to_thread(read_train_context, path)
-        limit = self.config.n_ctx or trained or self.card.context_length
-        spec = LoadSpec(
-            path=path,
-            n_ctx=min(self.card.context_length, limit),
-            n_threads=self._threads,
-            chat_template=self.config.chat_template,
-        )
-        self._dispatcher = dispatcher = Dispatcher[Job](
-            self.config.max_queue, overloaded=self._at_capacity
-        )
-        workers = [
-            Worker(spec, dispatcher, self._stopping, name=f"{self.name}#{i}")
-            for i in range(self.config.instances)
-        ]
-        for worker in workers:
-            worker.start()
-        self._workers = workers
-        try:
-            infos = [await asyncio.wrap_future(worker.loaded) for worker in workers]
-        except BaseException:
-            await self.aclose()
-            raise
-        self._info = infos[0]
+        """Load the model now (if it is not loaded); `ConfigError` if it is unusable."""
+        self._closed = False
+        await self._load()
 
     async def aclose(self) -> None:
-        """Stop the workers: queued jobs fail with Overloaded, running ones stop at a token."""
-        self._stopping.set()
-        if self._dispatcher is not None:
-            for job in self._dispatcher.close():
-                job.emit(Failed(Overloaded("The local engine is shutting down.", retry_after=5.0)))
-        workers, self._workers = self._workers, []
-        for worker in workers:
-            worker.slot.inbox.put(None)
-        for worker in workers:
-            await asyncio.to_thread(worker.join)
-        self._info = None
-        counter, self._counter = self._counter, None
-        if counter is not None:
-            await asyncio.to_thread(counter.close)
+        """Stop the workers: queued jobs fail with Overloaded, running ones stop at a token.
+        The engine then refuses requests until `start()`."""
+        self._closed = True
+        loading = self._loading
+        if loading is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(loading)
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None:
+            await loaded.aclose()
 
-    async def count_text(self, text: str) -> int:
+    def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        loaded = self._loaded
+        if loaded is not None:
+            return loaded.stream(request, ctx)
+        return self._stream_after_load(request, ctx)
+
+    async def _stream_after_load(
+        self, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[Event, None]:
+        loaded = await self._on_first_use()
+        async with contextlib.aclosing(loaded.stream(request, ctx)) as events:
+            async for event in events:
+                yield event
+
+    async def count_tokens(self, request: ChatRequest, *, local_only: bool = False) -> int:
+        """The request's prompt tokens, exactly as generation counts them. In-process, so
+        `local_only` changes nothing."""
+        loaded = self._loaded or await self._on_first_use()
+        return await loaded.count_tokens(request)
+
+    async def count_text(self, text: str, *, local_only: bool = False) -> int:
         """Tokens in generated text, with the model's tokenizer (no BOS, no special tokens)."""
-        counter = await self._vocab_counter()
-        return await asyncio.to_thread(counter.count_text, text)
-
-    async def _vocab_counter(self) -> VocabCounter:
-        info = self._started()
-        async with self._counter_lock:
-            if self._counter is None:
-                assert self._path is not None
-                self._counter = await asyncio.to_thread(VocabCounter, self._path, info)
-            return self._counter
-
-    async def count_tokens(self, request: ChatRequest) -> int:
-        """The request's prompt tokens, exactly as generation would count them: the same
-        template rendering and tokenizer, without taking a worker from generation."""
-        info = self._started()
-        _check_request(request)
-        prompt = self._prompt(info, request)
-        counter = await self._vocab_counter()
-        return await asyncio.to_thread(counter.count, prompt)
+        loaded = self._loaded or await self._on_first_use()
+        return await loaded.count_text(text)
 
     def render_prompt(self, request: ChatRequest) -> str:
-        """The prompt text the engine would tokenize for `request` (for tests and debugging)."""
-        return self._prompt(self._started(), request)
+        """The prompt text the engine would tokenize for `request` (for tests and debugging);
+        the model must be loaded."""
+        return self._running().render_prompt(request)
 
-    def _prompt(self, info: ModelInfo, request: ChatRequest) -> str:
-        prompt = info.template.render(request, defaults=self._template_defaults(request))
-        return unicodedata.normalize("NFC", prompt) if info.nfc else prompt
-
-    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
-        info = self._started()
-        _check_request(request)
-        prompt = self._prompt(info, request)
-        # Thinking-2507's template ends the prompt inside an open think block.
-        starts_thinking = prompt.rstrip().endswith("<think>")
-        mode = think_mode(self.card, request, preopened=starts_thinking)
-        grammar = output_grammar(request, tool_format=self.card.tool_format, thinking=mode)
-        plan = plan_sampling(request, n_vocab=info.n_vocab, grammar=grammar)
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(message: WorkerMessage) -> None:  # called on the worker thread
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, message)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                cancel.set()
-
-        job = Job(
-            request=request,
-            prompt=prompt,
-            plan=plan,
-            ctx=ctx,
-            emit=emit,
-            cancel=cancel,
-            think_budget=thinking_budget(self.card, request),
-            starts_thinking=starts_thinking,
-        )
-        self._submit(job)
-        try:
-            first = await inbox.get()
-            if isinstance(first, Failed):
-                raise first.error
-            yield Start(model=self.card.id, backend=self.name)
-            parser = output_parser_for(self.card, request, preopened=job.starts_thinking)
-            relay = None if parser is None else ParsedRelay(parser, request, keep_logprobs=True)
-            while True:
-                message = await inbox.get()
-                for event in _events_of(message, parsed=relay is not None):
-                    if relay is None:
-                        yield event
-                    else:
-                        for parsed in relay.feed(event):
-                            yield parsed
-                if isinstance(message, Done | Failed):
-                    return
-        finally:
-            # Whether finished, failed, closed or cancelled: the worker stops at the next token
-            # (or skips the job if it is still queued).
-            cancel.set()
-
-    def _submit(self, job: Job) -> None:
-        if self._stopping.is_set() or self._dispatcher is None:
-            raise Overloaded("The local engine is shutting down.", retry_after=_RETRY_AFTER_S)
-        self._dispatcher.submit(job)
-
-    def _at_capacity(self, waiting: int) -> Overloaded:
-        return Overloaded(
-            f"The local engine for {self.card.id} is at capacity "
-            f"({waiting} requests already waiting); retry shortly.",
-            retry_after=_RETRY_AFTER_S,
-        )
-
-    def _template_defaults(self, request: ChatRequest) -> dict[str, Any]:
-        # Hybrid-thinking templates (Qwen3) switch thinking off with enable_thinking=False.
-        if self.card.thinking_turned_off(request.reasoning):
-            return {"enable_thinking": False}
-        return {}
-
-    def _started(self) -> ModelInfo:
-        if self._info is None:
+    async def _on_first_use(self) -> LoadedEngine:
+        """The loaded engine, loading it now if need be; a request sees a failed load as
+        BackendUnavailable (the reason goes to the log, not to the client)."""
+        if self._closed:
             raise BackendUnavailable(f"The local engine {self.name} is not running.")
-        return self._info
+        try:
+            return await self._load()
+        except ConfigError as exc:
+            log.error("loading the local model of %s failed: %s", self.card.id, exc)
+            raise BackendUnavailable(
+                f"The local engine for {self.card.id} could not load its model; "
+                "the server's log says why."
+            ) from None
+
+    async def _load(self) -> LoadedEngine:
+        if self._loaded is not None:
+            return self._loaded
+        loading = self._loading
+        if loading is None:
+            loading = self._loading = asyncio.ensure_future(self._load_once())
+            loading.add_done_callback(self._load_finished)
+        return await asyncio.shield(loading)
+
+    async def _load_once(self) -> LoadedEngine:
+        from modelport.backends.llamacpp.loaded import LoadedEngine  # llama_cpp, numpy, jinja2
+
+        log.info("loading the local model of %s (%s)", self.card.id, self.config.path)
+        loaded = await LoadedEngine.load(
+            self.config, self.card, name=self.name, threads=self._threads
+        )
+        if self._closed:  # closed while it loaded: nobody may use it
+            await loaded.aclose()
+            raise BackendUnavailable(f"The local engine {self.name} is not running.")
+        self._loaded = loaded
+        return loaded
+
+    def _load_finished(self, loading: asyncio.Task[LoadedEngine]) -> None:
+        if self._loading is loading:
+            self._loading = None  # a failed load is tried again by the next request
+        if not loading.cancelled():
+            loading.exception()  # retrieved: every waiter that is still there has it too
+
+    def _running(self) -> LoadedEngine:
+        if self._loaded is None:
+            raise BackendUnavailable(f"The local engine {self.name} is not running.")
+        return self._loaded
 
 
 def _file_part(path: str) -> str:
     return path[len(PACKAGE_PREFIX) :] if path.startswith(PACKAGE_PREFIX) else path
-
-
-def _check_request(request: ChatRequest) -> None:
-    """Refuse what this engine cannot do, before the request takes a place in the queue."""
-    if not request.messages:
-        raise InvalidRequest("messages must not be empty", param="messages")
-    if request.top_logprobs is not None and not 0 <= request.top_logprobs <= MAX_TOP:
-        raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP}", param="top_logprobs")
-    if request.max_output_tokens is not None and request.max_output_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-    if any(isinstance(part, ImagePart) for message in request.messages for part in message.parts):
-        raise InvalidRequest(
-            "This model does not accept images (the local engine has no vision support).",
-            param="messages",
-        )
-
-
-def _events_of(message: WorkerMessage, *, parsed: bool) -> list[Event]:
-    """A worker message as canonical events with the raw text in block 0. The worker sends no
-    logprobs before the first text, so block 0 is open; when the text is parsed, entries that
-    come without text are dropped (they would attach to whatever block the parser has open)."""
-    if isinstance(message, Piece):
-        events: list[Event] = [TextDelta(index=0, text=message.text)] if message.text else []
-        if message.logprobs and (message.text or not parsed):
-            events.append(Logprobs(index=0, entries=message.logprobs))
-        return events
-    if isinstance(message, Done):
-        return [
-            message.usage,
-            Stop(message.finish_reason, message.native_finish_reason, message.stop_sequence),
-        ]
-    if isinstance(message, Failed):
-        return [Error(message.error)]
-    return []  # Ready: only the first message, handled before Start

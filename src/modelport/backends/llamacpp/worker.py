@@ -4,7 +4,8 @@ dispatcher (dispatch.py) hands it.
 A `Llama` is not thread-safe (two threads on one object segfault), so only its worker thread
 ever touches it: loading, tokenizing the prompt, sampling, detokenizing. Results
 go back to the asyncio side through the job's `emit` callback as `Ready`, `Piece`, `Done` or
-`Failed` messages. ctypes releases the GIL inside llama.cpp, so instances run in parallel.
+`Failed` messages; nothing else is shared with the event loop (the running token counts travel
+in the messages). ctypes releases the GIL inside llama.cpp, so instances run in parallel.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import msgspec
 import numpy as np
 import numpy.typing as npt
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from modelport.backends.base import CallContext
 from modelport.backends.llamacpp.dispatch import Dispatcher, Slot
 from modelport.backends.llamacpp.logprobs import MAX_TOP, LogprobAligner, TokenScorer
 from modelport.backends.llamacpp.sampling import SamplingPlan, logits_processors
@@ -79,28 +80,30 @@ class ModelInfo:
 
 
 # Messages from a worker to the stream that submitted the job, in this order:
-# Ready, Piece*, Done -- or Failed at any point.
-@dataclass(frozen=True)
-class Ready:
+# Ready, Piece*, Done -- or Failed at any point. msgspec Structs: a Piece goes out for every
+# token, and a Struct is the cheapest object to build and to hand across.
+class Ready(msgspec.Struct, frozen=True, gc=False):
     prompt_tokens: int
+    cached_tokens: int = 0  # of the prompt, taken from the KV cache
 
 
-@dataclass(frozen=True)
-class Piece:
-    text: str  # may be empty when only logprobs are left to send
+class Piece(msgspec.Struct, frozen=True, gc=False):
+    """One sampled token's worth of output, with the running counts once it is sampled."""
+
+    text: str  # empty while text is held back (a partial character or stop string)
     logprobs: tuple[TokenLogprob, ...] = ()
+    generated: int = 0  # completion tokens so far, this one included
+    reasoning: int = 0  # of which inside the think block
 
 
-@dataclass(frozen=True)
-class Done:
+class Done(msgspec.Struct, frozen=True):
     usage: Usage
     finish_reason: FinishReason
     native_finish_reason: str
     stop_sequence: str | None = None
 
 
-@dataclass(frozen=True)
-class Failed:
+class Failed(msgspec.Struct, frozen=True):
     error: ModelportError
 
 
@@ -112,7 +115,6 @@ class Job:
     request: ChatRequest
     prompt: str  # rendered by the engine with the chat template
     plan: SamplingPlan
-    ctx: CallContext
     emit: Callable[[WorkerMessage], None]
     cancel: threading.Event = field(default_factory=threading.Event)
     think_budget: int | None = None  # reasoning tokens allowed before the block is closed
@@ -288,8 +290,7 @@ class Worker:
         )
         cached = self._reusable_prefix(llm, tokens)
 
-        job.ctx.usage = Usage(n_prompt, 0, cached_tokens=cached)
-        job.emit(Ready(n_prompt))
+        job.emit(Ready(n_prompt, cached))
         llm.set_seed(plan.seed)
         processors = logits_processors(plan)
         vocab = llm._model.vocab
@@ -318,9 +319,6 @@ class Worker:
         try:
             for token, forced in tokens_out:
                 generated += 1
-                job.ctx.usage = Usage(
-                    n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached
-                )
                 if job.cancel.is_set() or self._stopping.is_set():
                     break
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -340,8 +338,8 @@ class Worker:
                         entries = aligner.cut(assembler.released)
                     else:
                         entries = aligner.release(assembler.released)
-                if text or entries:
-                    job.emit(Piece(text, entries))
+                # Every token, text or not: the stream's running usage counts each one.
+                job.emit(Piece(text, entries, generated, thinking.reasoning_tokens))
                 if assembler.stopped:
                     finish = ("stop", "stop_sequence")
                     break
@@ -361,7 +359,7 @@ class Worker:
         tail = assembler.finish()
         rest = aligner.finish(assembler.released) if aligner is not None else ()
         if tail or rest:
-            job.emit(Piece(tail, rest))
+            job.emit(Piece(tail, rest, generated, thinking.reasoning_tokens))
         usage = Usage(n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached)
         return Done(usage, finish[0], finish[1], assembler.matched)
 

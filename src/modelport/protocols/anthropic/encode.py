@@ -66,13 +66,17 @@ def stop_reason(stop: Stop, stop_sequences: tuple[str, ...]) -> tuple[str, str |
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
-    """Anthropic usage: its `input_tokens` leaves out the tokens read from the prompt cache."""
-    return {
+    """Anthropic usage: its `input_tokens` leaves out the tokens read from the prompt cache.
+    `estimated`: the gateway counted without the model's tokenizer (docs/billing.md)."""
+    body: dict[str, Any] = {
         "input_tokens": usage.prompt_tokens - usage.cached_tokens,
         "output_tokens": usage.completion_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": usage.cached_tokens,
     }
+    if usage.estimated:
+        body["estimated"] = True
+    return body
 
 
 def _tool_input(name: str, arguments: str) -> dict[str, Any]:

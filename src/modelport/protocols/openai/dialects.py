@@ -7,6 +7,11 @@ a table of these rows: keep it in step.
 
 Reading the stream does not depend on the dialect: reasoning arrives as `reasoning_content`
 (SGLang, llama.cpp, older vLLM) or `reasoning` (vLLM >= 0.11, Ollama) and both are accepted.
+
+The engine's own tokenizer endpoints (`tokenize`, `apply_template`) are where the backend asks
+for exact token counts when the upstream reported no usage and no tokenizer runs in-process
+(`backends/upstream_tokens.py`); their paths are relative to the server's root, the base URL
+without its `/v1`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,21 @@ from modelport.core.catalog import Dialect
 
 # Sampling keys outside the OpenAI API, by their canonical (`core.types.Sampling`) names.
 NON_OPENAI_SAMPLING: tuple[str, ...] = ("top_k", "min_p", "top_a", "repetition_penalty")
+
+# How an engine's tokenize endpoint is spoken to:
+# - "llamacpp": llama.cpp's server, `{"content": text, "add_special": bool}` -> `{"tokens": [...]}`
+#   (special tokens such as BOS added only when asked);
+# - "llama_cpp_python": llama-cpp-python's server, `{"input": text}` -> `{"tokens": [...]}`,
+#   always with the model's BOS when it has one (counts subtract what "" tokenizes to).
+TokenizeWire = Literal["llamacpp", "llama_cpp_python"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizeEndpoint:
+    """An engine's tokenizer over HTTP: POST {root}{path}, root = the base URL without /v1."""
+
+    path: str
+    wire: TokenizeWire
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +72,11 @@ class DialectRules:
     sampling_names: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({name: name for name in NON_OPENAI_SAMPLING})
     )
+    # The engine's tokenize endpoint, for exact counts of text; None: it has none we use.
+    tokenize: TokenizeEndpoint | None = None
+    # The engine's endpoint that renders a chat request's prompt with the model's template
+    # (`{"messages": ...}` -> `{"prompt": "..."}`), a path under the root; None: it has none.
+    apply_template: str | None = None
 
 
 def _names(**renames: str) -> Mapping[str, str]:
@@ -61,6 +86,10 @@ def _names(**renames: str) -> Mapping[str, str]:
 # Engines that accept only OpenAI's original three efforts.
 _THREE_EFFORTS: Mapping[str, str | None] = MappingProxyType(
     {"xhigh": "high", "minimal": "low", "none": None}
+)
+# Engines without the field: no effort is sent.
+_NO_EFFORTS: Mapping[str, str | None] = MappingProxyType(
+    dict.fromkeys(("xhigh", "high", "medium", "low", "minimal", "none"))
 )
 
 
@@ -86,13 +115,33 @@ DIALECTS: Mapping[Dialect, DialectRules] = MappingProxyType(
                 top_k="top_k", min_p="min_p", repetition_penalty="repetition_penalty"
             ),
         ),
-        # llama.cpp's server calls the repetition penalty `repeat_penalty`.
+        # llama.cpp's server calls the repetition penalty `repeat_penalty`; it tokenizes and
+        # renders its template over HTTP (POST /tokenize, POST /apply-template).
         "llamacpp_server": DialectRules(
             efforts=_THREE_EFFORTS,
             budget_path=("thinking_budget_tokens",),
             sampling_names=_names(
                 top_k="top_k", min_p="min_p", repetition_penalty="repeat_penalty"
             ),
+            tokenize=TokenizeEndpoint("/tokenize", "llamacpp"),
+            apply_template="/apply-template",
+        ),
+        # llama-cpp-python's server (`python -m llama_cpp.server`, 0.3.x): its request model
+        # (server/types.py) takes top_k, min_p and repeat_penalty and silently drops every key
+        # it does not know: chat_template_kwargs (a load-time setting there), reasoning_effort,
+        # a thinking budget, `reasoning_content` on messages, stream_options (so its streams
+        # carry no usage). /v1/completions takes a raw prompt. POST /extras/tokenize
+        # tokenizes; it has no template endpoint.
+        "llama_cpp_python": DialectRules(
+            efforts=_NO_EFFORTS,
+            reasoning_field=None,
+            chat_template_kwargs=False,
+            thinking_switch=False,
+            soft_switch=True,
+            sampling_names=_names(
+                top_k="top_k", min_p="min_p", repetition_penalty="repeat_penalty"
+            ),
+            tokenize=TokenizeEndpoint("/extras/tokenize", "llama_cpp_python"),
         ),
         # Ollama's OpenAI endpoint reads `reasoning` on messages, drops chat_template_kwargs and
         # the extra samplers (ollama/ollama#16240).

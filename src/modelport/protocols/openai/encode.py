@@ -43,6 +43,8 @@ def usage_object(usage: Usage) -> dict[str, Any]:
     }
     if usage.cost_nano is not None:
         body["cost"] = usage.cost_nano / NANO_PER_YUAN
+    if usage.estimated:
+        body["estimated"] = True  # counted by the gateway without the model's tokenizer
     return body
 
 

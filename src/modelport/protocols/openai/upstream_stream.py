@@ -9,6 +9,8 @@ by `upstream_errors.py`). Reading does not depend on the dialect. Imports only c
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from modelport.core.errors import UpstreamError
@@ -74,17 +76,20 @@ class _Choice(msgspec.Struct):
     text: str | None = None  # a /completions choice: the raw text
 
 
+# Token counts are read as any JSON value: an upstream that sends 20.0 or "20" must not make
+# the whole answer unreadable. `_count` turns them into integers, or -1 for what is not a
+# count, which the metering stage does not believe (core/usage_check.py) and recounts.
 class _CompletionDetails(msgspec.Struct):
-    reasoning_tokens: int | None = None
+    reasoning_tokens: Any = None
 
 
 class _PromptDetails(msgspec.Struct):
-    cached_tokens: int | None = None
+    cached_tokens: Any = None
 
 
 class _Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: Any = None
+    completion_tokens: Any = None
     completion_tokens_details: _CompletionDetails | None = None
     prompt_tokens_details: _PromptDetails | None = None
 
@@ -320,16 +325,33 @@ def _token_logprob(entry: _TokenLogprob) -> TokenLogprob:
     )
 
 
+def _count(value: Any) -> int:
+    """A reported token count as an integer: 0 when absent, -1 when it is not a count."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return -1
+
+
 def _usage(usage: _Usage) -> Usage:
-    completion = usage.completion_tokens or 0
+    completion = _count(usage.completion_tokens)
     reasoning = 0
     if usage.completion_tokens_details is not None:
-        reasoning = min(usage.completion_tokens_details.reasoning_tokens or 0, completion)
+        reasoning = min(
+            max(_count(usage.completion_tokens_details.reasoning_tokens), 0), max(completion, 0)
+        )
     cached = 0
     if usage.prompt_tokens_details is not None:
-        cached = usage.prompt_tokens_details.cached_tokens or 0
+        cached = max(_count(usage.prompt_tokens_details.cached_tokens), 0)
     return Usage(
-        prompt_tokens=usage.prompt_tokens or 0,
+        prompt_tokens=_count(usage.prompt_tokens),
         completion_tokens=completion,
         reasoning_tokens=reasoning,
         cached_tokens=cached,

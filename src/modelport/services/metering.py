@@ -1,0 +1,531 @@
+"""Metering: the stage between the front doors and inference that makes every request pay
+exactly for what it used, and never more than its balance allows. docs/billing.md states the
+policy for users.
+
+    door ─▶ Metering.start(principal, request)
+              admission: the key may use the model (403), rate limits (429), the prompt counted
+              once, the effective output limit (max_tokens clamped to the context left and the
+              model's limit), the worst case held in memory (credit.CreditBook; 402)
+            ─▶ InferenceService.start ─▶ events ─▶ Metering._metered ─▶ door
+              usage read from the events only; output cut at the admitted limit; reported
+              usage checked (core/usage_check) and counted by the serving backend's tokenizer
+              where it is missing or implausible (an estimate, marked, as the last resort);
+              the cost charged (capped by the hold for prepaid accounts), the usage row and
+              ledger entry written behind the response (store.record); one Usage, with the
+              cost, right before the final event.
+
+Settlement happens on every path, once: a finished answer, an error event (before the error
+reaches the client: a non-streamed request that fails is settled before its error response),
+a failure before the first event, and a client that went away (the stream is closed: the
+generator's `finally`, or a background task when the relayed text must be counted first).
+
+Inference knows nothing of money; metering knows nothing of backends beyond the counter a
+generation offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from modelport.backends.base import CallContext, TokenCounter
+from modelport.core.catalog import ModelCard
+from modelport.core.errors import ModelportError, PermissionDenied
+from modelport.core.events import (
+    Error,
+    Event,
+    ReasoningDelta,
+    Start,
+    Stop,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+from modelport.core.ids import request_id as new_request_id
+from modelport.core.tokens import (
+    ESTIMATE_PADDING,
+    ESTIMATE_SLACK,
+    estimate_text_tokens,
+    estimate_tokens,
+    prompt_bytes,
+)
+from modelport.core.types import ChatRequest
+from modelport.core.usage_check import check_usage, lower_bound
+from modelport.services.credit import CreditBook, Hold
+from modelport.services.inference import Generation, InferenceService
+from modelport.services.keys import Principal
+from modelport.services.limits import RateLimiter
+from modelport.store.base import BillingStore, Charge, UsageRecord
+
+log = logging.getLogger("modelport.metering")
+usage_log = logging.getLogger("modelport.usage")
+
+_CONTENT = (TextDelta, ReasoningDelta, ToolCallStart)
+Status = Literal["ok", "error", "cancelled"]
+
+
+class Admission(msgspec.Struct, kw_only=True):
+    """One admitted request: who pays, what was held, and what it may use."""
+
+    request_id: str
+    principal: Principal
+    card: ModelCard
+    request: ChatRequest
+    prompt_tokens: int  # as counted at admission
+    prompt_exact: bool
+    prompt_bytes: int
+    limit: int  # the most output tokens it may produce (relayed, billed)
+    hold: Hold
+    postpaid: bool
+    streamed: bool
+    started: float  # time.monotonic()
+    created_at: datetime
+
+
+class _Meter:
+    """What the stage saw of one stream."""
+
+    __slots__ = (
+        "backend",
+        "completion_bytes",
+        "cut",
+        "error",
+        "first_token_at",
+        "known",
+        "known_at",
+        "known_pieces",
+        "reasoning",
+        "settled",
+        "stop",
+        "text",
+        "usage",
+    )
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None  # the backend's latest (running) usage
+        self.backend: str | None = None
+        self.stop: Stop | None = None
+        self.error: ModelportError | None = None
+        self.first_token_at: float | None = None
+        self.text: list[str] = []  # everything relayed that counts as output
+        self.reasoning: list[str] = []
+        self.completion_bytes = 0
+        self.known = 0  # output tokens known exactly (a running usage, or our own count)...
+        self.known_at = 0  # ...as of this many relayed bytes
+        self.known_pieces = 0  # ...and this many relayed pieces (`text`)
+        self.cut = False
+        self.settled = False
+
+
+class Metering:
+    def __init__(
+        self,
+        inference: InferenceService,
+        store: BillingStore,
+        book: CreditBook,
+        limiter: RateLimiter,
+    ) -> None:
+        self._inference = inference
+        self._store = store
+        self._book = book
+        self._limiter = limiter
+        self._background: set[asyncio.Future[Any]] = set()
+
+    @property
+    def credit(self) -> CreditBook:
+        return self._book
+
+    # ------------------------------------------------------------------ admission
+
+    async def start(
+        self, principal: Principal, request: ChatRequest, *, incremental: bool = True
+    ) -> Generation:
+        """Admit, hold, and start a generation whose events are metered. Raises before
+        anything is sent on failure (and then nothing is charged)."""
+        card, request = self._inference.prepare(request)
+        allowed = principal.limits.allowed_models
+        if allowed is not None and card.id not in allowed:
+            raise PermissionDenied(
+                f"This API key may not use the model '{card.id}'; it may use: "
+                f"{', '.join(allowed) or 'no models'}.",
+                param="model",
+            )
+        limits = principal.limits
+        await self._limiter.admit(principal.key_id, rpm=limits.rpm, tpm=limits.tpm)
+        admission = await self._admit(principal, card, request, incremental)
+        ctx = CallContext(
+            admission.request_id,
+            card,
+            incremental=incremental,
+            prompt_tokens=admission.prompt_tokens,
+            prompt_exact=admission.prompt_exact,
+        )
+        try:
+            generation = await self._inference.start(admission.request, ctx)
+        except BaseException as exc:
+            error = exc if isinstance(exc, ModelportError) else None
+            meter = _Meter()
+            meter.error = error
+            # Nothing was generated: no charge, one usage row.
+            status: Status = "error" if error else "cancelled"
+            await self._settle(admission, meter, status=status, free=True)
+            raise
+        events = self._metered(admission, generation)
+        return msgspec.structs.replace(
+            generation,
+            events=events,
+            prompt_tokens=generation.prompt_tokens or admission.prompt_tokens,
+        )
+
+    async def _admit(
+        self, principal: Principal, card: ModelCard, request: ChatRequest, incremental: bool
+    ) -> Admission:
+        size = prompt_bytes(request)
+        prompt, exact = await self._inference.prompt_size(card, request, local_only=True)
+        if not exact:
+            prompt = estimate_tokens(request, size)
+        limit = _output_limit(card, request, prompt, exact)
+        if request.max_output_tokens is not None and request.max_output_tokens > limit:
+            request = msgspec.structs.replace(request, max_output_tokens=limit)
+        postpaid = principal.role == "admin"
+        amount = 0
+        if not postpaid and (card.pricing.input_nano or card.pricing.output_nano):
+            held_prompt = prompt if exact else int(prompt * ESTIMATE_PADDING) + ESTIMATE_SLACK
+            amount = card.pricing.cost_nano(held_prompt, limit)
+        hold = await self._book.hold(principal.account_id, principal.key_id, amount)
+        return Admission(
+            request_id=new_request_id(),
+            principal=principal,
+            card=card,
+            request=request,
+            prompt_tokens=prompt,
+            prompt_exact=exact,
+            prompt_bytes=size,
+            limit=limit,
+            hold=hold,
+            postpaid=postpaid,
+            streamed=incremental,
+            started=time.monotonic(),
+            created_at=datetime.now(UTC),
+        )
+
+    # ------------------------------------------------------------------ the stream
+
+    async def _metered(
+        self, admission: Admission, generation: Generation
+    ) -> AsyncGenerator[Event, None]:
+        meter = _Meter()
+        counter = generation.counter
+        limit = admission.limit
+        try:
+            async with aclosing(generation.events) as events:
+                async for event in events:
+                    if isinstance(event, Usage):
+                        meter.usage = event
+                        meter.known = max(meter.known, event.completion_tokens)
+                        meter.known_at = meter.completion_bytes
+                        meter.known_pieces = len(meter.text)
+                        continue  # one Usage, with the cost, goes out before the finish
+                    if isinstance(event, Stop):
+                        meter.stop = event
+                        billed = await self._settle(admission, meter, counter=counter)
+                        yield billed
+                        yield event
+                        return
+                    if isinstance(event, Error):
+                        meter.error = event.error
+                        await self._settle(admission, meter, status="error", counter=counter)
+                        yield event
+                        return
+                    if isinstance(event, Start):
+                        meter.backend = event.backend
+                    piece = _output_of(event)
+                    if piece is not None:
+                        if meter.first_token_at is None:
+                            meter.first_token_at = time.monotonic()
+                        size = len(piece.encode())
+                        if meter.known + meter.completion_bytes - meter.known_at + size > limit:
+                            # Possibly past the limit: count exactly before relaying more.
+                            relayed = await self._count_output(counter, "".join(meter.text) + piece)
+                            meter.known, meter.known_at = relayed, meter.completion_bytes + size
+                            if relayed > limit:
+                                # Past the limit: relay the part of this piece that fits, then
+                                # end the answer there, as a limit reached upstream would.
+                                meter.cut = True
+                                fitting = await self._fitting(meter, counter, event, piece, limit)
+                                if fitting is not None:
+                                    meter.text.append(fitting[1])
+                                    if isinstance(event, ReasoningDelta):
+                                        meter.reasoning.append(fitting[1])
+                                    meter.completion_bytes += len(fitting[1].encode())
+                                    yield fitting[0]
+                                meter.stop = Stop("length", "output_limit")
+                                billed = await self._settle(admission, meter, counter=counter)
+                                yield billed
+                                yield meter.stop
+                                return
+                        meter.text.append(piece)
+                        meter.completion_bytes += size
+                        if isinstance(event, ReasoningDelta):
+                            meter.reasoning.append(piece)
+                    yield event
+        finally:
+            if not meter.settled:
+                # The client went away (the stream was closed before its end), or the
+                # consumer failed: settle now, or once the relayed text is counted.
+                self._settle_later(admission, meter, counter)
+
+    async def _fitting(
+        self,
+        meter: _Meter,
+        counter: TokenCounter | None,
+        event: Event,
+        piece: str,
+        limit: int,
+    ) -> tuple[Event, str] | None:
+        """The longest start of `piece` that keeps the relayed output within `limit` tokens,
+        as an event of the same kind (None: nothing fits, or a tool call's arguments, which a
+        cut would leave as broken JSON). Found by bisecting on the counted length."""
+        if not isinstance(event, TextDelta | ReasoningDelta):
+            return None
+        before = "".join(meter.text)
+        low, high = 0, len(piece) - 1  # the whole piece is known not to fit
+        while low < high:
+            middle = (low + high + 1) // 2
+            if await self._count_output(counter, before + piece[:middle]) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
+            return None
+        part = piece[:low]
+        kind = TextDelta if isinstance(event, TextDelta) else ReasoningDelta
+        return kind(event.index, part), part
+
+    async def _count_output(self, counter: TokenCounter | None, text: str) -> int:
+        """Tokens in relayed output: exact where the backend can count, else the fewest the
+        text can be (so that a cut never falls short of what the request allowed)."""
+        if counter is not None:
+            counted = await counter.count_text(text, local_only=False)
+            if counted is not None:
+                return counted
+        return lower_bound(len(text.encode()))
+
+    # ------------------------------------------------------------------ settlement
+
+    def _settle_later(
+        self, admission: Admission, meter: _Meter, counter: TokenCounter | None
+    ) -> None:
+        task = asyncio.ensure_future(
+            self._settle(admission, meter, status="cancelled", counter=counter)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._settled_later)
+
+    def _settled_later(self, task: asyncio.Future[Usage]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settling a request failed", exc_info=task.exception())
+
+    async def _settle(
+        self,
+        admission: Admission,
+        meter: _Meter,
+        *,
+        status: Status = "ok",
+        counter: TokenCounter | None = None,
+        free: bool = False,
+    ) -> Usage:
+        """Charge and record the request, once; returns its usage with the cost. Counting may
+        wait (a tokenizer off the loop, an engine's tokenize endpoint); everything after it is
+        synchronous, so a cancellation during the count leaves the request to `finally`."""
+        usage, estimated, problems = await self._final_usage(admission, meter, counter)
+        if meter.settled:
+            return Usage(usage.prompt_tokens, usage.completion_tokens, cost_nano=0)
+        meter.settled = True
+        card = admission.card
+        if free or (meter.stop is None and status == "error" and usage.completion_tokens == 0):
+            cost = 0  # failed before any output: nothing is billed
+        else:
+            cost = card.pricing.cost_nano(usage.prompt_tokens, usage.completion_tokens)
+        charged = cost
+        if not admission.postpaid:
+            charged = self._book.settle(admission.hold, cost)
+            if charged < cost:
+                problems.append("capped_at_hold")
+                log.warning(
+                    "request %s cost %d nano-yuan, above its hold of %d: charged the hold",
+                    admission.request_id,
+                    cost,
+                    admission.hold.amount,
+                )
+        stop = meter.stop
+        error = meter.error
+        if stop is not None:
+            status = "ok"
+        principal = admission.principal
+        record = UsageRecord(
+            request_id=admission.request_id,
+            account_id=principal.account_id,
+            key_id=principal.key_id,
+            model=card.id,
+            backend=meter.backend,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_tokens=usage.cached_tokens,
+            cost_nano=charged,
+            latency_ms=round((time.monotonic() - admission.started) * 1000, 3),
+            ttft_ms=(
+                None
+                if meter.first_token_at is None
+                else round((meter.first_token_at - admission.started) * 1000, 3)
+            ),
+            finish_reason=stop.finish_reason if stop else None,
+            native_finish_reason=stop.native_finish_reason if stop else None,
+            status=status,
+            error_code=error.code if error is not None else None,
+            streamed=admission.streamed,
+            cancelled=status == "cancelled",
+            created_at=admission.created_at,
+            estimated=estimated,
+            anomaly=",".join(problems) or None,
+        )
+        lease = admission.hold.lease
+        self._store.record(
+            Charge(
+                record,
+                lease.lease_id if lease is not None else None,
+                postpaid=admission.postpaid,
+            )
+        ).add_done_callback(_log_record_failure)
+        tpm = principal.limits.tpm
+        if tpm is not None and usage.total_tokens:
+            self._spawn(self._limiter.add_tokens(principal.key_id, usage.total_tokens))
+        if usage_log.isEnabledFor(logging.DEBUG):
+            usage_log.debug("%s", msgspec.json.encode(record).decode())
+        return Usage(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.reasoning_tokens,
+            usage.cached_tokens,
+            cost_nano=charged,
+            estimated=estimated,
+        )
+
+    async def _final_usage(
+        self, admission: Admission, meter: _Meter, counter: TokenCounter | None
+    ) -> tuple[Usage, bool, list[str]]:
+        """The usage to bill: the backend's where it is believable, the gateway's own count
+        where it is missing or not (exact with the backend's tokenizer, else an estimate)."""
+        reported = meter.usage
+        checked = check_usage(
+            reported,
+            prompt_bytes=admission.prompt_bytes,
+            prompt_messages=len(admission.request.messages),
+            relayed_bytes=meter.completion_bytes,
+            limit=admission.limit,
+        )
+        problems = [] if reported is None or meter.cut else list(checked.problems)
+        if meter.cut:
+            problems.append("output_cut_at_limit")
+        estimated = False
+        base = checked.usage
+        believable = not (checked.recount_prompt or checked.recount_completion or meter.cut)
+        if base is not None and believable:
+            tail = meter.text[meter.known_pieces :]
+            if meter.stop is None and tail:
+                # Cut short after a running count: what was relayed since it counts too.
+                more, exact = await self._count_text(counter, "".join(tail))
+                completion = min(base.completion_tokens + more, admission.limit)
+                base = msgspec.structs.replace(base, completion_tokens=completion)
+                return base, base.estimated or not exact, problems
+            return base, base.estimated, problems
+        prompt = base.prompt_tokens if base is not None and not checked.recount_prompt else None
+        if prompt is None:
+            prompt, exact = admission.prompt_tokens, admission.prompt_exact
+            if not exact and counter is not None:
+                counted = await counter.count_tokens(admission.request, local_only=False)
+                if counted is not None:
+                    prompt, exact = counted, True
+            estimated = estimated or not exact
+        if base is not None and not checked.recount_completion and not meter.cut:
+            completion, reasoning = base.completion_tokens, base.reasoning_tokens
+        else:
+            completion, exact_out = await self._count_text(counter, "".join(meter.text))
+            if meter.cut:
+                completion = min(completion, admission.limit)
+            reasoning = 0
+            if meter.reasoning:
+                reasoning, _ = await self._count_text(counter, "".join(meter.reasoning))
+            estimated = estimated or not exact_out
+        completion = min(completion, admission.limit) if meter.text else completion
+        cached = base.cached_tokens if base is not None else 0
+        return (
+            Usage(prompt, completion, min(reasoning, completion), min(cached, prompt)),
+            estimated,
+            problems,
+        )
+
+    @staticmethod
+    async def _count_text(counter: TokenCounter | None, text: str) -> tuple[int, bool]:
+        if not text:
+            return 0, True
+        if counter is not None:
+            counted = await counter.count_text(text, local_only=False)
+            if counted is not None:
+                return counted, True
+        return estimate_text_tokens(text), False
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def flush(self) -> None:
+        """Until every settlement made so far is written (read-your-writes for the account
+        API)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.wrap_future(self._store.flush())
+
+    async def aclose(self) -> None:
+        await self.flush()
+        await self._book.aclose()
+        await asyncio.wrap_future(self._store.flush())
+
+
+def _output_limit(card: ModelCard, request: ChatRequest, prompt: int, exact: bool) -> int:
+    """The most output tokens the request may produce: its max_tokens, the model's output
+    limit, and (when the prompt was counted exactly) what the context leaves after it."""
+    limit = card.context_length - prompt if exact else card.context_length
+    for bound in (request.max_output_tokens, card.max_output_tokens):
+        if bound is not None:
+            limit = min(limit, bound)
+    return max(limit, 1)
+
+
+def _output_of(event: Event) -> str | None:
+    if isinstance(event, TextDelta | ReasoningDelta):
+        return event.text
+    if isinstance(event, ToolCallDelta):
+        return event.arguments
+    if isinstance(event, ToolCallStart):
+        return event.name
+    return None
+
+
+def _log_record_failure(future: object) -> None:
+    exception = future.exception()  # type: ignore[attr-defined]
+    if exception is not None:
+        log.error("writing a usage row failed: %s", exception)

@@ -1,0 +1,314 @@
+"""The metering stage (services/metering.py) and the credit book (services/credit.py) on a real
+SQLite store, around scripted backends: what is held, what each way of ending is charged, the
+output cut at the admitted limit, and credit that never stays stuck (docs/billing.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import aclosing, closing
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from modelport.backends.base import CallContext, Route
+from modelport.core.catalog import Catalog, ModelCard, OpenAICompatBackend, Pricing
+from modelport.core.collect import collect
+from modelport.core.errors import (
+    InsufficientBalance,
+    MalformedModelOutput,
+    PermissionDenied,
+    UpstreamError,
+)
+from modelport.core.events import Error, Event, Start, Stop, TextDelta, Usage
+from modelport.core.types import ChatRequest, Message, TextPart
+from modelport.services import accounts
+from modelport.services.credit import LEASE_HOLDS, CreditBook
+from modelport.services.inference import InferenceService
+from modelport.services.keys import Principal
+from modelport.services.limits import InProcessRateLimiter
+from modelport.services.metering import Metering
+from modelport.store import migrate
+from modelport.store.base import UsageRecord
+from modelport.store.sql import SqlStore
+
+pytestmark = pytest.mark.asyncio
+
+IN, OUT = 500, 1750  # nano-yuan per prompt / completion token
+CONTEXT = 1000
+PROMPT = 40  # what the scripted backend counts for every prompt
+CARD = ModelCard(
+    id="acme/priced",
+    name="priced",
+    description="d",
+    context_length=CONTEXT,
+    pricing=Pricing(input_per_1k="0.0005", output_per_1k="0.00175"),
+    backends=(OpenAICompatBackend(url="http://127.0.0.1:9/v1"),),
+)
+
+
+class Backend:
+    """A scripted backend with an exact tokenizer of its own: one token per word."""
+
+    name = "scripted"
+
+    def __init__(self, events: Sequence[Event | Exception], *, pause: float = 0.0) -> None:
+        self.events = events
+        self.pause = pause
+        self.closed = False
+        self.generated = 0
+
+    async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        try:
+            for event in self.events:
+                if isinstance(event, Exception):
+                    raise event
+                if isinstance(event, TextDelta):
+                    self.generated += 1
+                    if self.pause:
+                        await asyncio.sleep(self.pause)
+                yield event
+        finally:
+            self.closed = True
+
+    async def count_tokens(self, request: ChatRequest, *, local_only: bool = False) -> int:
+        return PROMPT
+
+    async def count_text(self, text: str, *, local_only: bool = False) -> int:
+        return len(text.split())
+
+
+def words(n: int) -> list[Event]:
+    return [TextDelta(0, f" w{i}") for i in range(n)]
+
+
+def answer(n: int, usage: Usage | None, finish: str = "stop") -> list[Event]:
+    tail: list[Event] = [usage] if usage is not None else []
+    return [Start(CARD.id, "scripted"), *words(n), *tail, Stop(finish)]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    url = f"sqlite:///{tmp_path / 'modelport.db'}"
+    migrate(url)
+    with SqlStore(url, linger=0.001) as opened:
+        STORES[id(opened)] = str(tmp_path / "modelport.db")
+        yield opened
+
+
+def principal(
+    store: SqlStore, balance: str = "1", *, admin: bool = False, limit: str | None = None
+) -> Principal:
+    name = f"user{len(store.list_accounts())}"
+    account = accounts.create_user(store, name, balance=balance, admin=admin)
+    record, _ = accounts.create_account_key(store, f"{name}-key", user=name, limit=limit)
+    [grant] = store.list_grants(account_id=account.id)
+    return Principal(
+        key_id=record.id,
+        name=record.name,
+        role=account.role,
+        account_id=account.id,
+        account_name=name,
+        limits=grant.limits,
+    )
+
+
+def metering(store: SqlStore, backend: Backend) -> Metering:
+    inference = InferenceService(Catalog((CARD,)), {CARD.id: [Route(backend)]})
+    book = CreditBook(store, owner="test", ttl=60)
+    return Metering(inference, store, book, InProcessRateLimiter())
+
+
+def chat(max_tokens: int | None = 100) -> ChatRequest:
+    return ChatRequest(
+        model=CARD.id, messages=(Message("user", (TextPart("hi"),)),), max_output_tokens=max_tokens
+    )
+
+
+def balance(store: SqlStore, who: Principal) -> int:
+    account = store.get_account_by_id(who.account_id)
+    assert account is not None
+    return account.balance_nano
+
+
+async def rows(store: SqlStore, meter: Metering) -> list[UsageRecord]:
+    """Every usage row written so far, oldest first (after the write-behind is flushed)."""
+    await meter.flush()
+    with closing(sqlite3.connect(store_path(store))) as db:
+        ids = [row[0] for row in db.execute("SELECT request_id FROM usage ORDER BY created_at")]
+    return [row for row in map(store.get_usage, ids) if row is not None]
+
+
+def store_path(store: SqlStore) -> str:
+    return STORES[id(store)]
+
+
+STORES: dict[int, str] = {}
+
+
+async def run(meter: Metering, who: Principal, request: ChatRequest) -> list[Event]:
+    generation = await meter.start(who, request)
+    async with aclosing(generation.events) as events:
+        return [event async for event in events]
+
+
+# --------------------------------------------------------------------------- admission
+
+
+async def test_the_hold_is_the_prompt_and_the_clamped_output(store: SqlStore) -> None:
+    who = principal(store, "100")
+    meter = metering(store, Backend(answer(2, Usage(PROMPT, 2))))
+    # max_tokens far beyond the context: held (and relayed) as what the context leaves.
+    events = await run(meter, who, chat(10**9))
+    assert isinstance(events[-1], Stop)
+    assert meter.credit.held(who.key_id) == 0
+    [row] = await rows(store, meter)
+    assert row.cost_nano == PROMPT * IN + 2 * OUT
+    poor = principal(store, "0.0001")
+    with pytest.raises(InsufficientBalance) as refused:
+        await meter.start(poor, chat(10**9))
+    worst = PROMPT * IN + (CONTEXT - PROMPT) * OUT
+    assert f"{worst / 10**9:.8f}".rstrip("0") in refused.value.message
+
+
+async def test_a_key_may_use_only_its_models(store: SqlStore) -> None:
+    who = principal(store)
+    restricted = msgspec.structs.replace(
+        who, limits=msgspec.structs.replace(who.limits, allowed_models=("other/model",))
+    )
+    with pytest.raises(PermissionDenied):
+        await metering(store, Backend(answer(1, None))).start(restricted, chat())
+
+
+async def test_concurrent_first_requests_take_one_lease(store: SqlStore) -> None:
+    who = principal(store, "100")
+    meter = metering(store, Backend(answer(1, Usage(PROMPT, 1))))
+    await asyncio.gather(*(run(meter, who, chat(10)) for _ in range(20)))
+    assert len(store.leases(account_id=who.account_id)) == 1
+    hold = PROMPT * IN + 10 * OUT
+    [lease] = store.leases(account_id=who.account_id)
+    await meter.flush()
+    assert lease.amount_nano <= LEASE_HOLDS * hold
+
+
+# --------------------------------------------------------------------------- settlement
+
+
+async def test_a_failed_whole_answer_is_settled_before_its_error_is_raised(
+    store: SqlStore,
+) -> None:
+    # A 502 after the first event (a malformed tool call, a dropped upstream): before the
+    # route answers, the hold is released and the usage row is on its way.
+    who = principal(store, "0.0005")
+    failing = [Start(CARD.id, "scripted"), *words(3), Error(MalformedModelOutput("broken call"))]
+    meter = metering(store, Backend(failing))
+    for _ in range(3):  # would run out of credit if holds stayed stuck
+        generation = await meter.start(who, chat(100))
+        with pytest.raises(MalformedModelOutput):
+            async with aclosing(generation.events) as events:
+                await collect(events)
+        assert meter.credit.held(who.key_id) == 0
+    found = await rows(store, meter)
+    assert [r.status for r in found] == ["error"] * 3
+    assert {r.cost_nano for r in found} == {PROMPT * IN + 3 * OUT}
+    assert balance(store, who) == 500_000 - 3 * (PROMPT * IN + 3 * OUT)
+
+
+async def test_a_failure_before_the_first_event_charges_nothing(store: SqlStore) -> None:
+    who = principal(store)
+    meter = metering(store, Backend([UpstreamError("down")]))
+    with pytest.raises(UpstreamError):
+        await meter.start(who, chat())
+    [row] = await rows(store, meter)
+    assert (row.status, row.cost_nano) == ("error", 0)
+    assert balance(store, who) == 10**9
+
+
+async def test_a_client_that_leaves_pays_the_running_usage(store: SqlStore) -> None:
+    who = principal(store)
+    events: list[Event] = [Start(CARD.id, "scripted")]
+    for i in range(50):
+        events += [TextDelta(0, f" w{i}"), Usage(PROMPT, i + 1)]
+    events.append(Stop("stop"))
+    meter = metering(store, Backend(events))
+    generation = await meter.start(who, chat(100))
+    async with aclosing(generation.events) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta) and event.text == " w4":
+                break  # five pieces relayed: the client leaves
+    [row] = await rows(store, meter)
+    assert (row.status, row.cancelled, row.completion_tokens) == ("cancelled", True, 5)
+    assert row.cost_nano == PROMPT * IN + 5 * OUT
+
+
+async def test_output_beyond_the_limit_is_cut_and_not_billed(store: SqlStore) -> None:
+    who = principal(store)
+    backend = Backend(answer(200, Usage(PROMPT, 200)))
+    meter = metering(store, backend)
+    events = await run(meter, who, chat(3))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert len(text.split()) == 3
+    assert events[-1] == Stop("length", "output_limit")
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert usage.completion_tokens == 3
+    assert backend.closed
+    [row] = await rows(store, meter)
+    assert row.cost_nano == PROMPT * IN + 3 * OUT
+    assert row.anomaly is not None and "output_cut_at_limit" in row.anomaly
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [Usage(10**6, 10**6), Usage(PROMPT, 0), Usage(-5, 3), None],
+    ids=["inflated", "zero", "negative", "missing"],
+)
+async def test_implausible_or_missing_usage_is_counted_by_the_gateway(
+    store: SqlStore, reported: Usage | None
+) -> None:
+    who = principal(store)
+    meter = metering(store, Backend(answer(30, reported)))
+    events = await run(meter, who, chat(100))
+    usage = next(e for e in events if isinstance(e, Usage))
+    assert (usage.prompt_tokens, usage.completion_tokens) == (PROMPT, 30)
+    assert usage.cost_nano == PROMPT * IN + 30 * OUT
+    await meter.flush()
+    assert balance(store, who) == 10**9 - usage.cost_nano
+
+
+async def test_a_prepaid_charge_never_exceeds_its_hold(store: SqlStore) -> None:
+    # Believable per token (within the bounds), yet more than the hold: charged the hold.
+    who = principal(store)
+    meter = metering(store, Backend(answer(2, Usage(PROMPT + 200, 2))))
+    events = await run(meter, who, chat(2))
+    usage = next(e for e in events if isinstance(e, Usage))
+    hold = PROMPT * IN + 2 * OUT
+    assert usage.cost_nano == hold
+    [row] = await rows(store, meter)
+    assert row.anomaly == "capped_at_hold"
+
+
+async def test_an_admin_account_is_postpaid(store: SqlStore) -> None:
+    who = principal(store, "0", admin=True)
+    meter = metering(store, Backend(answer(2, Usage(PROMPT, 2))))
+    await run(meter, who, chat(10))
+    await meter.flush()
+    assert balance(store, who) == -(PROMPT * IN + 2 * OUT)
+
+
+async def test_a_key_at_its_spending_limit_is_refused(store: SqlStore) -> None:
+    who = principal(store, "1", limit="0.0001")  # 100,000: less than one hold
+    with pytest.raises(InsufficientBalance) as refused:
+        await metering(store, Backend(answer(1, None))).start(who, chat(100))
+    assert refused.value.code == "key_limit_exceeded"
+
+
+async def test_closing_gives_every_lease_back(store: SqlStore) -> None:
+    who = principal(store)
+    meter = metering(store, Backend(answer(2, Usage(PROMPT, 2))))
+    await run(meter, who, chat(10))
+    await meter.aclose()
+    assert store.leases() == []
+    assert balance(store, who) == 10**9 - (PROMPT * IN + 2 * OUT)
+    assert store.ledger_total(who.account_id) == balance(store, who)
