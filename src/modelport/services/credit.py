@@ -130,14 +130,16 @@ class CreditBook:
         held = self.try_hold(account_id, key_id, amount)
         if held is not None:
             return held
-        lease = self._leases.get(key_id)
-        if lease is None:
-            lease = self._leases[key_id] = Lease(account_id, key_id)
         reclaimed = False
         waits = iter(RECLAIM_WAITS)
         while True:
+            # Looked up afresh on every pass: a lease given back meanwhile (another replica
+            # asked for it) is gone from the book, and a new one is taken instead.
+            lease = self._leases.get(key_id)
+            if lease is None:
+                lease = self._leases[key_id] = Lease(account_id, key_id)
             if lease.taking is not None:
-                await asyncio.shield(lease.taking)
+                await asyncio.shield(lease.taking)  # cleared before it completes: no spin
                 continue
             if lease.available >= amount:
                 lease.held += amount
@@ -160,28 +162,31 @@ class CreditBook:
     def _refill(self, lease: Lease, amount: int) -> None:
         if lease.taking is not None or lease.lease_id is None:
             return
-        task = asyncio.ensure_future(self._take(lease, need=0, want=amount))
-        task.add_done_callback(_log_failure)
+        self._take(lease, need=0, want=amount).add_done_callback(_log_failure)
 
-    async def _take(self, lease: Lease, *, need: int, want: int) -> LeaseResult:
+    def _take(self, lease: Lease, *, need: int, want: int) -> asyncio.Future[LeaseResult]:
         """Take (or extend) the lease by up to LEASE_HOLDS × want, at least `need`; one take
-        per lease at a time (others wait for it)."""
+        per lease at a time (others wait for it). `lease.taking` is cleared before the take
+        completes, so whoever awaits it finds the lease settled."""
+        if lease.taking is None:
+            lease.taking = asyncio.ensure_future(self._take_now(lease, need=need, want=want))
+        return asyncio.shield(lease.taking)
+
+    async def _take_now(self, lease: Lease, *, need: int, want: int) -> LeaseResult:
         now = datetime.now(UTC)
-        future = asyncio.wrap_future(
-            self._store.lease_credit(
-                account_id=lease.account_id,
-                key_id=lease.key_id,
-                owner=self._owner,
-                lease_id=lease.lease_id,
-                want_nano=max(need, want * LEASE_HOLDS),
-                need_nano=need,
-                now=now,
-                expires_at=now + self._ttl,
-            )
-        )
-        lease.taking = future
         try:
-            result = await asyncio.shield(future)
+            result = await asyncio.wrap_future(
+                self._store.lease_credit(
+                    account_id=lease.account_id,
+                    key_id=lease.key_id,
+                    owner=self._owner,
+                    lease_id=lease.lease_id,
+                    want_nano=max(need, want * LEASE_HOLDS),
+                    need_nano=need,
+                    now=now,
+                    expires_at=now + self._ttl,
+                )
+            )
         finally:
             lease.taking = None
         if result.granted_nano:

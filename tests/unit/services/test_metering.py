@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import aclosing, closing
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from modelport.services.keys import Principal
 from modelport.services.limits import InProcessRateLimiter
 from modelport.services.metering import Metering
 from modelport.store import migrate
-from modelport.store.base import UsageRecord
+from modelport.store.base import LeaseResult, UsageRecord
 from modelport.store.sql import SqlStore
 
 pytestmark = pytest.mark.asyncio
@@ -312,3 +315,36 @@ async def test_closing_gives_every_lease_back(store: SqlStore) -> None:
     assert store.leases() == []
     assert balance(store, who) == 10**9 - (PROMPT * IN + 2 * OUT)
     assert store.ledger_total(who.account_id) == balance(store, who)
+
+
+class SlowLeaseStore:
+    """A store whose lease answers come from another thread a little later, as the writer
+    thread's do; every lease is granted in full."""
+
+    def __init__(self) -> None:
+        self.leases_taken = 0
+
+    def lease_credit(self, **fields: int) -> Future[LeaseResult]:
+        self.leases_taken += 1
+        future: Future[LeaseResult] = Future()
+        future.set_running_or_notify_cancel()
+
+        def answer() -> None:
+            time.sleep(0.02)
+            future.set_result(LeaseResult(fields["want_nano"], self.leases_taken, 10**9))
+
+        threading.Thread(target=answer).start()
+        return future
+
+
+async def test_a_request_arriving_as_a_lease_is_granted_is_served_from_it() -> None:
+    # A request that reaches admission between the store's answer and the taker resuming
+    # once spun the event loop forever on the finished take.
+    store = SlowLeaseStore()
+    book = CreditBook(store, owner="test", ttl=60)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(book.hold(1, 3, 100))
+    await asyncio.sleep(0.1)
+    second = await asyncio.wait_for(book.hold(1, 3, 100), 2)
+    assert (await first).lease is second.lease
+    assert store.leases_taken == 1
+    assert book.held(3) == 200
