@@ -67,6 +67,16 @@ class InferenceService:
     def __init__(self, catalog: Catalog, routes: Mapping[str, Sequence[Route]]) -> None:
         self._catalog = catalog
         self._routes = routes
+        # Whether each backend can count tokens (a runtime Protocol check costs microseconds).
+        self._counters: dict[int, TokenCounter | None] = {}
+
+    def _counter(self, backend: Backend) -> TokenCounter | None:
+        known = self._counters.get(id(backend), False)
+        if known is False:
+            known = self._counters[id(backend)] = (
+                backend if isinstance(backend, TokenCounter) else None
+            )
+        return known  # type: ignore[return-value]
 
     def _ordered_backends(self, card: ModelCard) -> list[Backend]:
         """Lower priority values first; within one priority, a weighted random order."""
@@ -107,7 +117,7 @@ class InferenceService:
         first, stream, backend = await self._first_event(backends, request, ctx)
         events = self._relay(first, stream)
         known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
-        counter = backend if isinstance(backend, TokenCounter) else None
+        counter = self._counter(backend)
         return Generation(ctx.request_id, card, events, int(time.time()), known, counter)
 
     async def _first_event(
@@ -146,8 +156,9 @@ class InferenceService:
         """The prompt's tokens and whether the count is exact (a backend's tokenizer) or an
         estimate (the text's length). `local_only`: no network round trip (the hot path)."""
         for backend in self._ordered_backends(card):
-            if isinstance(backend, TokenCounter):
-                counted = await backend.count_tokens(request, local_only=local_only)
+            counter = self._counter(backend)
+            if counter is not None:
+                counted = await counter.count_tokens(request, local_only=local_only)
                 if counted is not None:
                     return counted, True
         return estimate_tokens(request), False

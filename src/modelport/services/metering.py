@@ -228,6 +228,18 @@ class Metering:
         try:
             async with aclosing(generation.events) as events:
                 async for event in events:
+                    if isinstance(event, TextDelta):  # most events: text, checked against the limit
+                        piece = event.text
+                        size = len(piece) if piece.isascii() else len(piece.encode())
+                        if (
+                            meter.first_token_at is not None
+                            and meter.known + meter.completion_bytes - meter.known_at + size
+                            <= limit
+                        ):
+                            meter.text.append(piece)
+                            meter.completion_bytes += size
+                            yield event
+                            continue
                     if isinstance(event, Usage):
                         meter.usage = event
                         meter.known = max(meter.known, event.completion_tokens)
@@ -247,11 +259,12 @@ class Metering:
                         return
                     if isinstance(event, Start):
                         meter.backend = event.backend
-                    piece = _output_of(event)
-                    if piece is not None:
+                    output = _output_of(event)
+                    if output is not None:
+                        piece = output
                         if meter.first_token_at is None:
                             meter.first_token_at = time.monotonic()
-                        size = len(piece.encode())
+                        size = len(piece) if piece.isascii() else len(piece.encode())
                         if meter.known + meter.completion_bytes - meter.known_at + size > limit:
                             # Possibly past the limit: count exactly before relaying more.
                             relayed = await self._count_output(counter, "".join(meter.text) + piece)
