@@ -181,11 +181,13 @@ class InferenceService:
         try:
             yield first
             async for event in stream:
+                if finished:
+                    continue  # nothing follows a finish; the backend is let end on its own
                 if isinstance(event, Stop | Error):
                     finished = True
                 yield event
-                if finished:
-                    return
+            if finished:
+                return  # the backend ended by itself: its connection can be reused
             # Never leave a stream without a finish: clients such as OpenCode re-send
             # forever when a stream ends without one.
             error = InternalError(f"backend {first.backend} ended its stream without a stop")

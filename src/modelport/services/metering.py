@@ -251,6 +251,10 @@ class Metering:
                         billed = await self._settle(admission, meter, counter=counter)
                         yield billed
                         yield event
+                        # Let the stream end by itself (closing it at its last event would
+                        # drop the upstream connection instead of returning it to the pool).
+                        async for _ in events:
+                            pass
                         return
                     if isinstance(event, Error):
                         meter.error = event.error
