@@ -630,3 +630,21 @@ def test_usage_with_non_integer_counts_does_not_fail_the_answer(
     assert row["status"] == "ok"
     assert row["cost_nano"] == cost_of(row["prompt_tokens"], row["completion_tokens"])
     gateway.assert_books_balance(user)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_finished_answer_returns_its_upstream_connection_to_the_pool(
+    gateway: Gateway, stream: bool
+) -> None:
+    # Metering once closed the stream at its last event, so the upstream connection was
+    # dropped rather than reused: a new TCP connection for every request.
+    user = gateway.new_user(10**9)
+    peers = []
+    for _ in range(3):
+        marker = gateway.script(Script(text=[" ok"], usage=(20, 1)))
+        body = chat_body(marker, 16, stream=stream)
+        answer = post(gateway, user, body)
+        assert answer.status_code == 200, answer.text
+        [sent] = [r for r in gateway.upstream.requests if marker in str(r.body)]
+        peers.append(sent.peer)
+    assert peers[1] == peers[2]
