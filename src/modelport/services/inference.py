@@ -59,6 +59,9 @@ class Generation(msgspec.Struct, frozen=True):
     created: int
     prompt_tokens: int | None = None
     counter: TokenCounter | None = None
+    # With `start(..., relay=False)`: the Start event, and `events` is the backend's own stream
+    # after it (the caller takes over the relay's guarantees: one hop less per event).
+    first: Start | None = None
 
 
 class InferenceService:
@@ -110,15 +113,23 @@ class InferenceService:
             request = msgspec.structs.replace(request, model=card.id)
         return card, apply_verbosity(with_default_sampling(card, request))
 
-    async def start(self, request: ChatRequest, ctx: CallContext) -> Generation:
-        """Route and start a prepared request; raise before anything is sent on failure."""
+    async def start(
+        self, request: ChatRequest, ctx: CallContext, *, relay: bool = True
+    ) -> Generation:
+        """Route and start a prepared request; raise before anything is sent on failure.
+
+        `relay=False`: the generation's events are the backend's stream after its Start (in
+        `first`), without the relay that turns failures into a final Error event and ends a
+        stream without a finish with one: the metering stage does that itself."""
         card = ctx.card
         backends = self._ordered_backends(card)
         first, stream, backend = await self._first_event(backends, request, ctx)
-        events = self._relay(first, stream)
         known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
         counter = self._counter(backend)
-        return Generation(ctx.request_id, card, events, int(time.time()), known, counter)
+        created = int(time.time())
+        if not relay:
+            return Generation(ctx.request_id, card, stream, created, known, counter, first)
+        return Generation(ctx.request_id, card, self._relay(first, stream), created, known, counter)
 
     async def _first_event(
         self, backends: list[Backend], request: ChatRequest, ctx: CallContext

@@ -37,7 +37,7 @@ import msgspec
 
 from modelport.backends.base import CallContext, TokenCounter
 from modelport.core.catalog import ModelCard
-from modelport.core.errors import ModelportError, PermissionDenied
+from modelport.core.errors import InternalError, ModelportError, PermissionDenied
 from modelport.core.events import (
     Error,
     Event,
@@ -169,7 +169,7 @@ class Metering:
             prompt_exact=admission.prompt_exact,
         )
         try:
-            generation = await self._inference.start(admission.request, ctx)
+            generation = await self._inference.start(admission.request, ctx, relay=False)
         except BaseException as exc:
             error = exc if isinstance(exc, ModelportError) else None
             meter = _Meter()
@@ -227,73 +227,97 @@ class Metering:
         limit = admission.limit
         try:
             async with aclosing(generation.events) as events:
-                async for event in events:
-                    if isinstance(event, TextDelta):  # most events: text, checked against the limit
-                        piece = event.text
-                        size = len(piece) if piece.isascii() else len(piece.encode())
-                        if (
-                            meter.first_token_at is not None
-                            and meter.known + meter.completion_bytes - meter.known_at + size
-                            <= limit
-                        ):
+                first = generation.first
+                if first is not None:
+                    meter.backend = first.backend
+                    yield first
+                try:
+                    async for event in events:
+                        # Most events: text, checked against the limit on a fast path.
+                        if isinstance(event, TextDelta):
+                            piece = event.text
+                            size = len(piece) if piece.isascii() else len(piece.encode())
+                            if (
+                                meter.first_token_at is not None
+                                and meter.known + meter.completion_bytes - meter.known_at + size
+                                <= limit
+                            ):
+                                meter.text.append(piece)
+                                meter.completion_bytes += size
+                                yield event
+                                continue
+                        if isinstance(event, Usage):
+                            meter.usage = event
+                            meter.known = max(meter.known, event.completion_tokens)
+                            meter.known_at = meter.completion_bytes
+                            meter.known_pieces = len(meter.text)
+                            continue  # one Usage, with the cost, goes out before the finish
+                        if isinstance(event, Stop):
+                            meter.stop = event
+                            billed = await self._settle(admission, meter, counter=counter)
+                            yield billed
+                            yield event
+                            # Let the stream end by itself (closing it at its last event would
+                            # drop the upstream connection instead of returning it to the pool).
+                            async for _ in events:
+                                pass
+                            return
+                        if isinstance(event, Error):
+                            meter.error = event.error
+                            await self._settle(admission, meter, status="error", counter=counter)
+                            yield event
+                            return
+                        if isinstance(event, Start):
+                            meter.backend = event.backend
+                        output = _output_of(event)
+                        if output is not None:
+                            piece = output
+                            if meter.first_token_at is None:
+                                meter.first_token_at = time.monotonic()
+                            size = len(piece) if piece.isascii() else len(piece.encode())
+                            if meter.known + meter.completion_bytes - meter.known_at + size > limit:
+                                # Possibly past the limit: count exactly before relaying more.
+                                relayed = await self._count_output(
+                                    counter, "".join(meter.text) + piece
+                                )
+                                meter.known, meter.known_at = relayed, meter.completion_bytes + size
+                                if relayed > limit:
+                                    # Past the limit: relay the part of this piece that fits, then
+                                    # end the answer there, as a limit reached upstream would.
+                                    meter.cut = True
+                                    fitting = await self._fitting(
+                                        meter, counter, event, piece, limit
+                                    )
+                                    if fitting is not None:
+                                        meter.text.append(fitting[1])
+                                        if isinstance(event, ReasoningDelta):
+                                            meter.reasoning.append(fitting[1])
+                                        meter.completion_bytes += len(fitting[1].encode())
+                                        yield fitting[0]
+                                    meter.stop = Stop("length", "output_limit")
+                                    billed = await self._settle(admission, meter, counter=counter)
+                                    yield billed
+                                    yield meter.stop
+                                    return
                             meter.text.append(piece)
                             meter.completion_bytes += size
-                            yield event
-                            continue
-                    if isinstance(event, Usage):
-                        meter.usage = event
-                        meter.known = max(meter.known, event.completion_tokens)
-                        meter.known_at = meter.completion_bytes
-                        meter.known_pieces = len(meter.text)
-                        continue  # one Usage, with the cost, goes out before the finish
-                    if isinstance(event, Stop):
-                        meter.stop = event
-                        billed = await self._settle(admission, meter, counter=counter)
-                        yield billed
+                            if isinstance(event, ReasoningDelta):
+                                meter.reasoning.append(piece)
                         yield event
-                        # Let the stream end by itself (closing it at its last event would
-                        # drop the upstream connection instead of returning it to the pool).
-                        async for _ in events:
-                            pass
-                        return
-                    if isinstance(event, Error):
-                        meter.error = event.error
-                        await self._settle(admission, meter, status="error", counter=counter)
-                        yield event
-                        return
-                    if isinstance(event, Start):
-                        meter.backend = event.backend
-                    output = _output_of(event)
-                    if output is not None:
-                        piece = output
-                        if meter.first_token_at is None:
-                            meter.first_token_at = time.monotonic()
-                        size = len(piece) if piece.isascii() else len(piece.encode())
-                        if meter.known + meter.completion_bytes - meter.known_at + size > limit:
-                            # Possibly past the limit: count exactly before relaying more.
-                            relayed = await self._count_output(counter, "".join(meter.text) + piece)
-                            meter.known, meter.known_at = relayed, meter.completion_bytes + size
-                            if relayed > limit:
-                                # Past the limit: relay the part of this piece that fits, then
-                                # end the answer there, as a limit reached upstream would.
-                                meter.cut = True
-                                fitting = await self._fitting(meter, counter, event, piece, limit)
-                                if fitting is not None:
-                                    meter.text.append(fitting[1])
-                                    if isinstance(event, ReasoningDelta):
-                                        meter.reasoning.append(fitting[1])
-                                    meter.completion_bytes += len(fitting[1].encode())
-                                    yield fitting[0]
-                                meter.stop = Stop("length", "output_limit")
-                                billed = await self._settle(admission, meter, counter=counter)
-                                yield billed
-                                yield meter.stop
-                                return
-                        meter.text.append(piece)
-                        meter.completion_bytes += size
-                        if isinstance(event, ReasoningDelta):
-                            meter.reasoning.append(piece)
-                    yield event
+                    # Never leave a stream without a finish: clients such as OpenCode
+                    # re-send forever when a stream ends without one.
+                    failure: ModelportError = InternalError(
+                        f"backend {meter.backend} ended its stream without a stop"
+                    )
+                    log.error("%s", failure.message)
+                except ModelportError as exc:
+                    failure = exc
+                except Exception as exc:
+                    log.exception("backend %s failed mid-stream", meter.backend)
+                    failure = InternalError(f"the backend failed: {type(exc).__name__}")
+                meter.error = failure
+                await self._settle(admission, meter, status="error", counter=counter)
+                yield Error(failure)
         finally:
             if not meter.settled:
                 # The client went away (the stream was closed before its end), or the

@@ -348,3 +348,26 @@ async def test_a_request_arriving_as_a_lease_is_granted_is_served_from_it() -> N
     assert (await first).lease is second.lease
     assert store.leases_taken == 1
     assert book.held(3) == 200
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        ([UpstreamError("reset mid-answer")], "upstream_error"),
+        ([RuntimeError("a bug in a backend")], "internal_error"),
+        ([], "internal_error"),  # ended without a finish
+    ],
+    ids=["raised", "crashed", "unfinished"],
+)
+async def test_a_stream_that_breaks_ends_in_one_error_and_is_settled(
+    store: SqlStore, tail: list[Exception], code: str
+) -> None:
+    who = principal(store)
+    meter = metering(store, Backend([Start(CARD.id, "scripted"), *words(3), *tail]))
+    events = await run(meter, who, chat(100))
+    assert isinstance(events[-1], Error)
+    assert events[-1].error.code == code
+    assert sum(isinstance(e, Error | Stop) for e in events) == 1
+    [row] = await rows(store, meter)
+    assert (row.status, row.completion_tokens) == ("error", 3)
+    assert row.cost_nano == PROMPT * IN + 3 * OUT
