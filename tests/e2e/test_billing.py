@@ -522,7 +522,7 @@ def test_a_balance_below_the_worst_case_is_refused_and_nothing_is_charged(
     gateway: Gateway,
 ) -> None:
     user = gateway.new_user("0.0001")  # 100,000 nano-yuan: 57 output tokens at most
-    marker = gateway.script(Script(text=["ok"], usage=(20, 10)))
+    marker = gateway.script(Script(text=["ok"], usage=(12, 10)))
     refused = gateway.call(user.secret, "POST", "/v1/chat/completions", chat_body(marker, 1000))
     assert refused.status_code == 402
     error = refused.json()["error"]
@@ -539,8 +539,8 @@ def test_a_balance_below_the_worst_case_is_refused_and_nothing_is_charged(
             ask(client, marker, 1000)
         assert raised.value.status_code == 402
         response = ask(client, marker, 10)  # lower max_tokens: within the balance
-    assert response.usage.model_extra["cost"] == cost_of(20, 10) / NANO
-    assert gateway.balance(user) == 100_000 - cost_of(20, 10)
+    assert response.usage.model_extra["cost"] == cost_of(12, 10) / NANO
+    assert gateway.balance(user) == 100_000 - cost_of(12, 10)
     assert len(gateway.usage_rows(user)) == 1
     gateway.assert_books_balance(user, 100_000)
 
@@ -693,17 +693,19 @@ def test_a_key_may_use_only_its_models(gateway: Gateway) -> None:
 
 def test_a_key_stops_at_its_spending_limit(gateway: Gateway) -> None:
     # Each request holds its prompt plus 100 output tokens (at least 175,000 nano-yuan) and
-    # costs 185,000: the first fits within 0.0003 CNY, the second no longer does.
+    # costs 181,000: the first fits within 0.0003 CNY, the second no longer does. (Scripted
+    # prompts stay below the real count: a prompt above it with every allowed output token
+    # would cost more than the hold, and a prepaid key is never charged more than that.)
     user = gateway.new_user("1", limit="0.0003")
-    marker = gateway.script(Script(text=["ok"], usage=(20, 100)))
+    marker = gateway.script(Script(text=["ok"], usage=(12, 100)))
     with gateway.client(user) as client:
         ask(client, marker, 100)
     refused = gateway.call(user.secret, "POST", "/v1/chat/completions", chat_body(marker, 100))
     assert refused.status_code == 402
     assert refused.json()["error"]["code"] == "key_limit_exceeded"
     [key] = gateway.admin("GET", f"/api/v1/admin/keys?user={user.name}").json()["data"]
-    assert (key["limit"], key["spent"]) == ("0.0003", "0.000185")
-    assert gateway.balance(user) == NANO - cost_of(20, 100)
+    assert (key["limit"], key["spent"]) == ("0.0003", "0.000181")
+    assert gateway.balance(user) == NANO - cost_of(12, 100)
     assert len(gateway.usage_rows(user)) == 1
 
 
