@@ -98,7 +98,6 @@ class CreditBook:
         self._ttl = timedelta(seconds=ttl)
         self._reclaim = reclaim  # asks the other replicas to give back an account's credit
         self._leases: dict[int, Lease] = {}  # key id -> lease
-        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def owner(self) -> str:

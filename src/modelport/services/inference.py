@@ -162,17 +162,23 @@ class InferenceService:
         raise last_error
 
     async def prompt_size(
-        self, card: ModelCard, request: ChatRequest, *, local_only: bool = True
+        self,
+        card: ModelCard,
+        request: ChatRequest,
+        *,
+        local_only: bool = True,
+        size: int | None = None,
     ) -> tuple[int, bool]:
         """The prompt's tokens and whether the count is exact (a backend's tokenizer) or an
-        estimate (the text's length). `local_only`: no network round trip (the hot path)."""
+        estimate (the text's length). `local_only`: no network round trip (the hot path);
+        `size`: `core.tokens.prompt_bytes(request)`, when the caller has it already."""
         for backend in self._ordered_backends(card):
             counter = self._counter(backend)
             if counter is not None:
                 counted = await counter.count_tokens(request, local_only=local_only)
                 if counted is not None:
                     return counted, True
-        return estimate_tokens(request), False
+        return estimate_tokens(request, size), False
 
     async def count_tokens(self, request: ChatRequest) -> int:
         """The prompt tokens `request` would take (Anthropic's count_tokens): counted by the
@@ -199,15 +205,25 @@ class InferenceService:
                 yield event
             if finished:
                 return  # the backend ended by itself: its connection can be reused
-            # Never leave a stream without a finish: clients such as OpenCode re-send
-            # forever when a stream ends without one.
-            error = InternalError(f"backend {first.backend} ended its stream without a stop")
-            log.error("%s", error.message)
-            yield Error(error)
-        except ModelportError as exc:
-            yield Error(exc)
+            yield Error(unfinished(first.backend))
         except Exception as exc:
-            log.exception("backend %s failed mid-stream", first.backend)
-            yield Error(InternalError(f"the backend failed: {type(exc).__name__}"))
+            yield Error(stream_failure(exc, first.backend))
         finally:
             await stream.aclose()
+
+
+def unfinished(backend: str) -> InternalError:
+    """The error that ends a stream its backend left without a finish: never leave a client
+    without one (clients such as OpenCode re-send forever when a stream just stops)."""
+    error = InternalError(f"backend {backend} ended its stream without a stop")
+    log.error("%s", error.message)
+    return error
+
+
+def stream_failure(exc: Exception, backend: str) -> ModelportError:
+    """What a backend's failure after its Start becomes: its own error, or (a bug) an
+    InternalError, logged with the traceback."""
+    if isinstance(exc, ModelportError):
+        return exc
+    log.exception("backend %s failed mid-stream", backend)
+    return InternalError(f"the backend failed: {type(exc).__name__}")

@@ -37,7 +37,7 @@ import msgspec
 
 from modelport.backends.base import CallContext, TokenCounter
 from modelport.core.catalog import ModelCard
-from modelport.core.errors import InternalError, ModelportError, PermissionDenied
+from modelport.core.errors import ModelportError, PermissionDenied
 from modelport.core.events import (
     Error,
     Event,
@@ -54,13 +54,17 @@ from modelport.core.tokens import (
     ESTIMATE_PADDING,
     ESTIMATE_SLACK,
     estimate_text_tokens,
-    estimate_tokens,
     prompt_bytes,
 )
 from modelport.core.types import ChatRequest
 from modelport.core.usage_check import check_usage, lower_bound
 from modelport.services.credit import CreditBook, Hold
-from modelport.services.inference import Generation, InferenceService
+from modelport.services.inference import (
+    Generation,
+    InferenceService,
+    stream_failure,
+    unfinished,
+)
 from modelport.services.keys import Principal
 from modelport.services.limits import RateLimiter
 from modelport.store.base import BillingStore, Charge, UsageRecord
@@ -189,9 +193,7 @@ class Metering:
         self, principal: Principal, card: ModelCard, request: ChatRequest, incremental: bool
     ) -> Admission:
         size = prompt_bytes(request)
-        prompt, exact = await self._inference.prompt_size(card, request, local_only=True)
-        if not exact:
-            prompt = estimate_tokens(request, size)
+        prompt, exact = await self._inference.prompt_size(card, request, size=size)
         limit = _output_limit(card, request, prompt, exact)
         if request.max_output_tokens is not None and request.max_output_tokens > limit:
             request = msgspec.structs.replace(request, max_output_tokens=limit)
@@ -304,17 +306,9 @@ class Metering:
                             if isinstance(event, ReasoningDelta):
                                 meter.reasoning.append(piece)
                         yield event
-                    # Never leave a stream without a finish: clients such as OpenCode
-                    # re-send forever when a stream ends without one.
-                    failure: ModelportError = InternalError(
-                        f"backend {meter.backend} ended its stream without a stop"
-                    )
-                    log.error("%s", failure.message)
-                except ModelportError as exc:
-                    failure = exc
+                    failure: ModelportError = unfinished(meter.backend or "")
                 except Exception as exc:
-                    log.exception("backend %s failed mid-stream", meter.backend)
-                    failure = InternalError(f"the backend failed: {type(exc).__name__}")
+                    failure = stream_failure(exc, meter.backend or "")
                 meter.error = failure
                 await self._settle(admission, meter, status="error", counter=counter)
                 yield Error(failure)
@@ -508,7 +502,7 @@ class Metering:
             if meter.reasoning:
                 reasoning, _ = await self._count_text(counter, "".join(meter.reasoning))
             estimated = estimated or not exact_out
-        completion = min(completion, admission.limit) if meter.text else completion
+        completion = min(completion, admission.limit)
         cached = base.cached_tokens if base is not None else 0
         return (
             Usage(prompt, completion, min(reasoning, completion), min(cached, prompt)),
