@@ -437,20 +437,31 @@ class OpenAICompatEngine:
     async def _events(
         self, response: http1.Response, translator: StreamTranslator
     ) -> AsyncGenerator[list[Event], None]:
-        """Batches of events as SSE data arrives; stops at `[DONE]` or the end of the body."""
+        """Batches of events as SSE data arrives, one per read of the body (a busy upstream's
+        read holds many events); stops at `[DONE]` or the end of the body. Events before an
+        error the upstream sent in the stream still go out, then the error is raised."""
         parser = SSEParser()
+        feed = translator.feed
+        events: list[Event] = []
         try:
             async for chunk in response:
                 for name, data in parser.feed(chunk):
-                    events = translator.feed(name, data)
-                    if events:
-                        yield events
+                    events += feed(name, data)
                     if translator.done:
-                        return
-            for name, data in parser.close():
-                events = translator.feed(name, data)
+                        break
                 if events:
                     yield events
+                    events = []
+                if translator.done:
+                    return
+            for name, data in parser.close():
+                events += feed(name, data)
+            if events:
+                yield events
+        except ModelportError:
+            if events:
+                yield events
+            raise
         except http1.HTTPClientError as exc:
             if translator.finished and isinstance(
                 exc, http1.ConnectionClosed | http1.ProtocolError

@@ -304,14 +304,25 @@ async def test_a_malformed_status_line_is_a_protocol_error(client: Client) -> No
             await client.request("POST", server.url + "/", b"")
 
 
+@pytest.mark.parametrize(
+    ("chunks", "error"),
+    [
+        (b"zz\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (b"-5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+        (b"3\r\nabc\r\n3\r\nhello\r\n0\r\n\r\n", "longer than its size"),
+    ],
+    ids=["not-hex", "negative", "data-longer-than-size"],
+)
 @pytest.mark.asyncio
-async def test_a_bad_chunk_size_is_a_protocol_error(client: Client) -> None:
-    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
-    async with RawServer(lambda conn: answer_each(conn, raw)) as server:
-        response = await client.request("POST", server.url + "/", b"")
-        with pytest.raises(ProtocolError, match="chunk size"):
-            await response.read()
-        response.release()
+async def test_a_bad_chunk_is_a_protocol_error(client: Client, chunks: bytes, error: str) -> None:
+    # Whole in one read (the parser's fast path) and one byte per read (its state machine).
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    for target in (f"/split/{len(raw)}", "/bytes"):
+        async with RawServer(lambda conn: serve_splits(raw, conn)) as server:
+            response = await client.request("POST", server.url + target, b"")
+            with pytest.raises(ProtocolError, match=error):
+                await response.read()
+            response.release()
 
 
 # --------------------------------------------------------------------------- the request

@@ -359,11 +359,14 @@ async def test_read_timeout_bounds_each_silence_not_the_whole_response(
     assert time.monotonic() - began > 0.6
 
 
+# Written back to back, the chunks and the error arrive in one read (one batch of events);
+# paced, in one read each.
+@pytest.mark.parametrize("delay", [0.0, 0.05], ids=["one-read", "paced"])
 @pytest.mark.asyncio
 async def test_an_error_inside_the_stream_is_raised_after_the_partial_answer(
-    fake: FakeOpenAIUpstream, engines: Engines
+    fake: FakeOpenAIUpstream, engines: Engines, delay: float
 ) -> None:
-    fake.enqueue(Script(text=["one", "two", "three"], error_after=3))
+    fake.enqueue(Script(text=["one", "two", "three"], error_after=3, delay=delay))
     engine = await engines(fake.base_url)
     seen: list[Event] = []
 

@@ -56,13 +56,17 @@ line_text = st.text(
 
 
 @st.composite
-def sse_streams(draw: st.DrawFn) -> tuple[bytes, list[tuple[str | None, bytes]]]:
+def sse_streams(
+    draw: st.DrawFn, newlines: tuple[bytes, ...] = (b"\n", b"\r\n")
+) -> tuple[bytes, list[tuple[str | None, bytes]]]:
     stream = b""
     expected: list[tuple[str | None, bytes]] = []
     for _ in range(draw(st.integers(0, 6))):
-        newline = draw(st.sampled_from([b"\n", b"\r\n"]))
+        newline = draw(st.sampled_from(newlines))
         if draw(st.booleans()):
             stream += b": ping" + newline
+        if draw(st.booleans()):
+            stream += newline  # a blank line between events
         name = draw(st.none() | st.sampled_from(["error", "message"]))
         if name is not None:
             stream += b"event: " + name.encode() + newline
@@ -83,3 +87,17 @@ def test_sse_parser_streamed_equals_whole(
     parts = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     assert parse_all([stream]) == expected
     assert parse_all(parts) == expected
+
+
+# LF only, the usual upstream: whole `data: ` events take the parser's block-at-a-time path, and
+# the lines around them (comments, names, several data lines, blank lines) the line-by-line one.
+@given(sse_streams(newlines=(b"\n",)), st.lists(st.integers(0, 400), max_size=12))
+def test_sse_parser_lf_streams_in_any_split_equal_whole(
+    case: tuple[bytes, list[tuple[str | None, bytes]]], cuts: list[int]
+) -> None:
+    stream, expected = case
+    points = sorted({min(cut, len(stream)) for cut in cuts})
+    parts = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert parse_all([stream]) == expected
+    assert parse_all(parts) == expected
+    assert parse_all([stream[i : i + 1] for i in range(len(stream))]) == expected

@@ -24,6 +24,17 @@ MAX_LINE = 8 * 1024  # a chunk-size or trailer line
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
 
 
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk-size line (`1a`, `1a;name=value`); ProtocolError if there is none."""
+    try:
+        size = int(line.partition(b";")[0].strip(), 16)
+    except ValueError:
+        raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+    if size < 0:
+        raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+    return size
+
+
 class Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: writes requests, parses responses as bytes arrive."""
 
@@ -90,6 +101,11 @@ class Connection(asyncio.Protocol):
         pos, end = 0, len(data)
         while pos < end:
             state = self._state
+            if state == _CHUNK_SIZE:
+                # The usual case of a stream: whole chunks (an SSE event each), many per read.
+                pos = self._whole_chunks(data, pos, end, pieces)
+                if pos == end or self._state != _CHUNK_SIZE:
+                    continue
             if state in (_LENGTH, _CHUNK_DATA):
                 take = min(self._remaining, end - pos)
                 pieces.append(data if take == end else data[pos : pos + take])
@@ -124,12 +140,7 @@ class Connection(asyncio.Protocol):
                 line = data[pos:line_end]
                 pos = line_end + 2
                 if state == _CHUNK_SIZE:
-                    try:
-                        size = int(line.partition(b";")[0].strip(), 16)
-                    except ValueError:
-                        raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
-                    if size < 0:
-                        raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+                    size = _chunk_size(line)
                     self._remaining = size
                     self._state = _CHUNK_DATA if size else _TRAILERS
                 elif state == _CHUNK_END:
@@ -139,6 +150,36 @@ class Connection(asyncio.Protocol):
                 elif not line:  # _TRAILERS: an empty line ends them
                     self._finish(response)
         return pieces
+
+    def _whole_chunks(self, data: bytes, pos: int, end: int, pieces: list[bytes]) -> int:
+        """Takes the chunks at `pos` that are whole in `data` (size line, data and CRLF) in
+        one pass; returns where it stopped: at the end, at the last chunk (size 0, state set
+        to _TRAILERS), or at a chunk that is not whole, which the state machine takes on."""
+        find = data.find
+        while True:
+            line_end = find(b"\r\n", pos)
+            if line_end < 0 or line_end - pos > MAX_LINE:
+                return pos
+            line = data[pos:line_end]
+            try:
+                size = int(line, 16)
+            except ValueError:
+                size = _chunk_size(line)  # with an extension, or not a size
+            if size <= 0:
+                if size < 0:
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+                self._state = _TRAILERS
+                return line_end + 2
+            start = line_end + 2
+            stop = start + size
+            if stop + 2 > end:
+                return pos
+            if data[stop : stop + 2] != b"\r\n":
+                raise ProtocolError("chunk data longer than its size")
+            pieces.append(data[start:stop])
+            pos = stop + 2
+            if pos == end:
+                return pos
 
     def _head(self, head: bytes, response: Response) -> None:
         lines = head.split(b"\r\n")

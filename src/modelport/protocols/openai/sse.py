@@ -31,11 +31,23 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if self._buffer:
             chunk = self._buffer + chunk
+        out: list[SSEEvent] = []
+        if not self._data and self._event is None and b"\r" not in chunk:
+            # The usual stream: LF line ends, one `data: ` line per event. Whole events are
+            # taken a block at a time; anything else in a block goes line by line.
+            blocks = chunk.split(b"\n\n")
+            chunk = blocks.pop()  # after the last blank line: lines of an unfinished event
+            for block in blocks:
+                if block[:6] == b"data: " and b"\n" not in block:
+                    out.append((None, block[6:]))
+                else:
+                    for line in block.split(b"\n"):
+                        self._line(line, out)
+                    self._line(b"", out)
         lines = chunk.split(b"\n")
         self._buffer = lines.pop()
         if len(self._buffer) > MAX_SSE_LINE:
             raise UpstreamError("upstream sent a stream line longer than 16 MiB")
-        out: list[SSEEvent] = []
         for line in lines:
             self._line(line, out)
         return out
