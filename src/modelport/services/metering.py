@@ -37,7 +37,7 @@ import msgspec
 
 from modelport.backends.base import CallContext, TokenCounter
 from modelport.core.catalog import ModelCard
-from modelport.core.errors import ModelportError, PermissionDenied
+from modelport.core.errors import ContextLengthExceeded, ModelportError, PermissionDenied
 from modelport.core.events import (
     Error,
     Event,
@@ -55,6 +55,7 @@ from modelport.core.tokens import (
     ESTIMATE_SLACK,
     estimate_text_tokens,
     prompt_bytes,
+    prompt_floor,
 )
 from modelport.core.types import ChatRequest
 from modelport.core.usage_check import check_usage, lower_bound
@@ -194,6 +195,7 @@ class Metering:
     ) -> Admission:
         size = prompt_bytes(request)
         prompt, exact = await self._inference.prompt_size(card, request, size=size)
+        _check_fits(card, request, prompt, exact, size)
         limit = _output_limit(card, request, prompt, exact)
         if request.max_output_tokens is not None and request.max_output_tokens > limit:
             request = msgspec.structs.replace(request, max_output_tokens=limit)
@@ -538,6 +540,30 @@ class Metering:
         await self.flush()
         await self._book.aclose()
         await asyncio.wrap_future(self._store.flush())
+
+
+def _check_fits(card: ModelCard, request: ChatRequest, prompt: int, exact: bool, size: int) -> None:
+    """Refuses, before any backend sees it, a prompt that leaves no room for output in the
+    model's context: counted exactly, or (without the model's tokenizer) by a floor no
+    tokenizer goes below (`core.tokens.prompt_floor`), so that what is refused could never
+    have fitted, and a 30 MB prompt is not forwarded to a 4,096-token model."""
+    context = card.context_length
+    if exact:
+        if prompt < context:
+            return
+        counted = f"your messages resulted in {prompt} tokens"
+    else:
+        prompt = prompt_floor(request, size)
+        if prompt < context:
+            return
+        counted = f"your messages resulted in at least {prompt} tokens"
+    raise ContextLengthExceeded(
+        f"This model's maximum context length is {context} tokens. However, {counted}. "
+        "Please reduce the length of the messages.",
+        param="messages",
+        prompt_tokens=prompt,
+        limit=context,
+    )
 
 
 def _output_limit(card: ModelCard, request: ChatRequest, prompt: int, exact: bool) -> int:

@@ -20,6 +20,7 @@ from modelport.backends.base import CallContext, Route
 from modelport.core.catalog import Catalog, ModelCard, OpenAICompatBackend, Pricing
 from modelport.core.collect import collect
 from modelport.core.errors import (
+    ContextLengthExceeded,
     InsufficientBalance,
     MalformedModelOutput,
     PermissionDenied,
@@ -194,6 +195,54 @@ async def test_concurrent_first_requests_take_one_lease(store: SqlStore) -> None
     [lease] = store.leases(account_id=who.account_id)
     await meter.flush()
     assert lease.amount_nano <= LEASE_HOLDS * hold
+
+
+class Untokenized(Backend):
+    """A backend whose tokenizer modelport does not have: prompts are estimated."""
+
+    count_tokens = None  # type: ignore[assignment]
+    count_text = None  # type: ignore[assignment]
+
+
+class Counting(Backend):
+    def __init__(self, events: Sequence[Event | Exception], prompt: int) -> None:
+        super().__init__(events)
+        self.prompt = prompt
+
+    async def count_tokens(self, request: ChatRequest, *, local_only: bool = False) -> int:
+        return self.prompt
+
+
+def said(text: str, messages: int = 1) -> ChatRequest:
+    turns = tuple(Message("user", (TextPart(text),)) for _ in range(messages))
+    return ChatRequest(model=CARD.id, messages=turns, max_output_tokens=10)
+
+
+async def test_a_prompt_that_cannot_fit_is_refused_before_any_backend_sees_it(
+    store: SqlStore,
+) -> None:
+    who = principal(store, "100")
+    # Counted exactly: the context full leaves no room for output.
+    backend = Counting(answer(1, None), prompt=CONTEXT)
+    with pytest.raises(ContextLengthExceeded) as refused:
+        await metering(store, backend).start(who, chat())
+    assert (refused.value.prompt_tokens, refused.value.limit) == (CONTEXT, CONTEXT)
+    assert refused.value.param == "messages"
+    assert backend.closed is False  # never started
+    # No tokenizer: refused when even the floor (32 bytes a token, one per message) is over
+    # the context: a 2 MB prompt, or 5,000 empty-ish turns, for a 1,000-token model.
+    for request in (said("x" * 2_000_000), said("hi", messages=5_000)):
+        backend = Untokenized(answer(1, None))
+        meter = metering(store, backend)
+        with pytest.raises(ContextLengthExceeded, match="at least"):
+            await meter.start(who, request)
+        assert backend.closed is False
+        assert meter.credit.held(who.key_id) == 0
+    # A prompt the estimate puts over the context but that could fit is the upstream's to
+    # judge: forwarded (8,000 bytes: 2,000 tokens estimated, at least 250).
+    backend = Untokenized(answer(1, Usage(900, 1)))
+    events = await run(metering(store, backend), who, said("word " * 1600))
+    assert isinstance(events[-1], Stop) and backend.closed
 
 
 # --------------------------------------------------------------------------- settlement
