@@ -5,6 +5,15 @@ Imports nothing but the standard library.
 
 from __future__ import annotations
 
+ECHO_LIMIT = 100  # characters of a client's value an error message repeats
+
+
+def clip(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as an error message may repeat it: at most `limit` characters, then
+    "…" (a 1 MB model name must not come back as a 1 MB error)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class ModelportError(Exception):
     """Base of every error a client can see. `status` is the HTTP status code."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
+from modelport.core.errors import clip
+
 NANO_PER_YUAN = 10**9
 TOKENS_PER_PRICE_UNIT = 1000
 
@@ -18,9 +20,9 @@ def parse_cny(text: str) -> Decimal:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"{text!r} is not a decimal number") from None
+        raise ValueError(f"{clip(text)!r} is not a decimal number") from None
     if not value.is_finite() or value < 0:
-        raise ValueError(f"{text!r} must be a finite, non-negative amount")
+        raise ValueError(f"{clip(text)!r} must be a finite, non-negative amount")
     return value
 
 

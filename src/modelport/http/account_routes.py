@@ -36,10 +36,12 @@ from modelport.core.errors import (
 from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
+from modelport.protocols.validation import decode_json
 from modelport.services import accounts
 from modelport.services.keys import Principal, revoke_key
 
 PREFIX = "/api/v1/"
+INT64_MAX = 2**63 - 1
 _GROUPS = ("day", "model", "key")
 
 
@@ -118,7 +120,7 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         return await _create_key(state, exchange)
     if len(parts) == 2 and parts[0] == "keys":
         _allow(method, "DELETE")
-        if not parts[1].isdigit():
+        if not _whole_number(parts[1]):
             raise InvalidRequest("a key is revoked by its numeric id", param="id")
         revoked = await _run(revoke_key, state.store, parts[1])
         state.keys.forget(revoked.secret_hash)
@@ -211,11 +213,7 @@ async def _json(exchange: Exchange, body: Any, *, status: int = 200) -> None:
 
 
 async def _body(state: AppState, exchange: Exchange) -> dict[str, Any]:
-    raw = await exchange.body(state.settings.max_request_bytes)
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+    body = decode_json(await exchange.body(state.settings.max_request_bytes))
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
@@ -238,6 +236,8 @@ def _optional_int(body: dict[str, Any], field: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidRequest(f"{field} must be an integer", param=field)
+    if not -INT64_MAX <= value <= INT64_MAX:
+        raise InvalidRequest(f"{field} is out of range", param=field)
     return value
 
 
@@ -249,9 +249,15 @@ def _int(query: dict[str, str], field: str) -> int | None:
     value = query.get(field)
     if value is None:
         return None
-    if not value.isdigit():
-        raise InvalidRequest(f"{field} must be a number", param=field)
+    if not _whole_number(value):
+        raise InvalidRequest(f"{field} must be a whole number from 0 to {INT64_MAX}", param=field)
     return int(value)
+
+
+def _whole_number(text: str) -> bool:
+    """Digits only (ASCII: "²" is a digit to `str.isdigit`) and within a 64-bit integer; the
+    length is checked first, so a 100,000-digit value costs nothing to refuse."""
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= INT64_MAX
 
 
 def _time(query: dict[str, str], field: str) -> datetime | None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from modelport.core.errors import InvalidRequest, NotFound
+from modelport.core.errors import InvalidRequest, NotFound, clip
 from modelport.core.money import NANO_PER_YUAN, format_cny, parse_cny
 from modelport.services.keys import (
     GrantStore,
@@ -32,6 +32,11 @@ from modelport.store.base import (
 )
 
 MAX_REASON_LENGTH = 500
+# The largest amount one operation may move, and the largest balance an account may hold:
+# far below what a 64-bit column holds (9.2e9 CNY in nano-yuan), so sums stay in range.
+MAX_AMOUNT_NANO = 10**9 * NANO_PER_YUAN  # one billion CNY
+MAX_BALANCE_NANO = 4 * MAX_AMOUNT_NANO
+MAX_RATE = 10**9  # requests or tokens per minute
 
 
 def cny_to_nano(amount: str, *, field: str, allow_negative: bool = False) -> int:
@@ -43,10 +48,15 @@ def cny_to_nano(amount: str, *, field: str, allow_negative: bool = False) -> int
         value = parse_cny(text[1:] if negative else text)
     except ValueError as exc:
         raise InvalidRequest(f"{field}: {exc}", param=field) from None
+    if value > MAX_AMOUNT_NANO // NANO_PER_YUAN:
+        raise InvalidRequest(
+            f"{field}: at most {MAX_AMOUNT_NANO // NANO_PER_YUAN} CNY at a time", param=field
+        )
     nano = value * NANO_PER_YUAN
     if nano != nano.to_integral_value():
         raise InvalidRequest(
-            f"{field}: {amount} CNY is finer than a nano-yuan (at most 9 decimals)", param=field
+            f"{field}: {clip(amount)} CNY is finer than a nano-yuan (at most 9 decimals)",
+            param=field,
         )
     return -int(nano) if negative else int(nano)
 
@@ -57,7 +67,7 @@ def parse_time(value: str, field: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidRequest(
-            f"{field} must be an ISO 8601 date or time, not {value!r}", param=field
+            f"{field} must be an ISO 8601 date or time, not {clip(value)!r}", param=field
         ) from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
@@ -76,7 +86,7 @@ def create_user(
     try:
         account = store.create_account(name=name, role=role, created_at=_now())
     except StoreConflict:
-        raise InvalidRequest(f"a user named {name!r} already exists", param="name") from None
+        raise InvalidRequest(f"a user named {clip(name)!r} already exists", param="name") from None
     if opening:
         account = store.top_up(account.id, opening, reason="opening balance", created_at=_now())
     return account
@@ -94,7 +104,7 @@ def _check_account_name(name: str) -> str:
 def get_user(store: GrantStore, name: str) -> AccountRecord:
     account = store.get_account(name)
     if account is None:
-        raise NotFound(f"no user named {name!r}")
+        raise NotFound(f"no user named {clip(name)!r}")
     return account
 
 
@@ -111,6 +121,10 @@ def top_up(store: GrantStore, name: str, amount: str, *, reason: str) -> Account
     if nano == 0:
         raise InvalidRequest("amount must not be zero", param="amount")
     account = get_user(store, name)
+    if account.balance_nano + nano > MAX_BALANCE_NANO:
+        raise InvalidRequest(
+            f"a balance may not exceed {format_cny(MAX_BALANCE_NANO)} CNY", param="amount"
+        )
     try:
         return store.top_up(account.id, nano, reason=reason, created_at=_now())
     except StoreConflict:
@@ -138,8 +152,8 @@ def create_account_key(
     others) with its limits; returns the record and the secret, shown once."""
     name = check_key_name(name)
     for field, value in (("rpm", rpm), ("tpm", tpm)):
-        if value is not None and value < 1:
-            raise InvalidRequest(f"{field} must be at least 1", param=field)
+        if value is not None and not 1 <= value <= MAX_RATE:
+            raise InvalidRequest(f"{field} must be from 1 to {MAX_RATE}", param=field)
     if models is not None:
         models = tuple(model.strip() for model in models if model.strip())
         unknown = [m for m in models if known_models is not None and m not in known_models]
@@ -158,7 +172,7 @@ def create_account_key(
     account = store.get_account(account_name)
     if account is None:
         if user is not None:
-            raise NotFound(f"no user named {user!r}")
+            raise NotFound(f"no user named {clip(user)!r}")
         role: Role = "admin" if admin else "user"
         try:
             account = store.create_account(name=account_name, role=role, created_at=_now())

@@ -6,7 +6,7 @@ import tomllib
 from importlib import resources
 
 from modelport.core.catalog import Catalog, ConfigError, ModelCard, build_catalog
-from modelport.core.errors import ModelNotFound
+from modelport.core.errors import ModelNotFound, clip
 from modelport.settings import Settings
 
 
@@ -29,6 +29,6 @@ def resolve_model(catalog: Catalog, model_id: str) -> ModelCard:
     if len(matches) == 1:
         return matches[0]
     raise ModelNotFound(
-        f"The model '{model_id}' does not exist. GET /v1/models lists the available models.",
+        f"The model '{clip(model_id)}' does not exist. GET /v1/models lists the available models.",
         param="model",
     )

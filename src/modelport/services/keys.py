@@ -22,7 +22,7 @@ from typing import Protocol
 
 import msgspec
 
-from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound, clip
 from modelport.store.base import ApiKeyRecord, BillingStore, KeyLimits, KeyStore, Role
 
 SECRET_PREFIX = "sk-mp-"
@@ -91,7 +91,7 @@ def create_key(
     """Issue a key; returns its record and the secret, which the caller shows exactly once."""
     name = check_key_name(name)
     if role not in ("admin", "user"):
-        raise InvalidRequest(f"role must be 'admin' or 'user', not {role!r}", param="role")
+        raise InvalidRequest(f"role must be 'admin' or 'user', not {clip(role)!r}", param="role")
     secret = generate_secret()
     record = store.create_key(
         name=name,
@@ -113,8 +113,8 @@ def _matching_keys(keys: list[ApiKeyRecord], selector: str) -> tuple[list[ApiKey
             digest = hash_secret(selector)
             found = [key for key in keys if hmac.compare_digest(key.secret_hash, digest)]
             return found, "the given secret"
-        return [key for key in keys if key.prefix == shown], f"prefix {shown!r}"
-    return [key for key in keys if key.name == selector], f"name {selector!r}"
+        return [key for key in keys if key.prefix == shown], f"prefix {clip(shown)!r}"
+    return [key for key in keys if key.name == selector], f"name {clip(selector)!r}"
 
 
 def revoke_key(store: KeyStore, selector: str, *, now: datetime | None = None) -> ApiKeyRecord:

@@ -16,6 +16,9 @@ import msgspec
 from msgspec import Meta
 
 UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
+# Integers bounded as on the OpenAI door (protocols/openai/wire.py): larger is a 400.
+INT64_MAX = 2**63 - 1
+TopK = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 RawBlock = dict[str, Any]
 AnthropicEffort = Literal["low", "medium", "high", "xhigh", "max"]
 
@@ -99,7 +102,7 @@ class ToolChoiceParam(msgspec.Struct, frozen=True):
 
 class ThinkingEnabled(msgspec.Struct, frozen=True, tag="enabled"):
     # Anthropic requires >= 1024; smaller budgets make sense for small local models.
-    budget_tokens: Annotated[int, Meta(ge=0)]
+    budget_tokens: Annotated[int, Meta(ge=0, le=INT64_MAX)]
     display: str | None = None
 
 
@@ -150,10 +153,10 @@ class CountTokensRequest(msgspec.Struct, frozen=True, kw_only=True):
 class MessagesRequest(CountTokensRequest, frozen=True, kw_only=True):
     """The body of `/v1/messages`: a prompt plus how to generate from it."""
 
-    max_tokens: Annotated[int, Meta(ge=1)]
+    max_tokens: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     stream: bool | None = None
     stop_sequences: list[str] | None = None
     temperature: UnitFloat | None = None
     top_p: UnitFloat | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: TopK | None = None
     metadata: Metadata | None = None

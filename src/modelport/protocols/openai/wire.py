@@ -11,6 +11,12 @@ import msgspec
 from msgspec import Meta
 
 UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
+# Integers are bounded to what engines and the database hold: a larger one is a 400 naming
+# the field (JSON allows any size; a 2**64 max_tokens once reached the hold as an overflow).
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Meta(ge=-(2**63), le=INT64_MAX)]
+Count = Annotated[int, Meta(ge=1, le=INT64_MAX)]
+TopK = Annotated[int, Meta(ge=0, le=2**31 - 1)]  # engines keep k in a 32-bit int
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 EffortName = Literal["xhigh", "high", "medium", "low", "minimal", "none"]
 
@@ -95,7 +101,7 @@ class FormatJSONSchema(msgspec.Struct, frozen=True, tag="json_schema"):
 
 class ReasoningConfig(msgspec.Struct, frozen=True):
     effort: EffortName | None = None
-    max_tokens: Annotated[int, Meta(ge=0)] | None = None
+    max_tokens: Annotated[int, Meta(ge=0, le=INT64_MAX)] | None = None
     exclude: bool | None = None
     enabled: bool | None = None
 
@@ -111,15 +117,15 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True):
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     top_p: UnitFloat | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
+    top_k: TopK | None = None
     min_p: UnitFloat | None = None
     top_a: UnitFloat | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
     repetition_penalty: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    seed: int | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
+    seed: Int64 | None = None
+    max_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
     logit_bias: dict[str, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
@@ -134,7 +140,7 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True):
     reasoning_effort: EffortName | None = None
     include_reasoning: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    n: Annotated[int, Meta(ge=1)] | None = None
+    n: Count | None = None
     user: str | None = None
 
 
