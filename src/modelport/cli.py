@@ -4,6 +4,9 @@
 Builds the settings once (a bad setting exits 2 with the reason), migrates the database
 before any store use, and prints secrets only where a human asked for one: the first-start
 admin key, and `keys create`, whose secret is alone on the last line of stdout for scripts.
+A bad value is one error line and a non-zero exit, never a traceback: numeric options are
+checked against what they may hold (a port, a rate, a key id) as they are parsed (exit 2,
+argparse's usage line first), amounts and times by the services (exit 1).
 
 `serve` does its database work (migration, first admin key) in a child process: this process
 becomes granian's supervisor and stays for the server's lifetime, so it must not keep
@@ -17,14 +20,14 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from modelport.core.catalog import ConfigError
-from modelport.core.errors import ModelportError
+from modelport.core.errors import InvalidRequest, ModelportError, clip
 from modelport.services import accounts
 from modelport.services.catalog import load_catalog
 from modelport.services.keys import ensure_admin_key, revoke_key
@@ -36,6 +39,24 @@ if TYPE_CHECKING:
     from modelport.store.sql import SqlStore
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+ID_MAX = 2**31 - 1  # key ids are INTEGER columns: 32 bits on PostgreSQL
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high`, refused with one clear line
+    (the digits are counted before converting: int() of 5,000 digits raises)."""
+
+    def whole(text: str) -> int:
+        digits = text.removeprefix("-")
+        if digits.isascii() and digits.isdigit() and len(digits) <= len(str(high)):
+            value = int(text)
+            if low <= value <= high:
+                return value
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from {low} to {high}, not {clip(text)!r}"
+        )
+
+    return whole
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the API server")
     serve.add_argument("--host", help="address to listen on (MODELPORT_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (MODELPORT_PORT)")
+    serve.add_argument("--port", type=_whole(1, 65535), help="port to listen on (MODELPORT_PORT)")
 
     keys = commands.add_parser("keys", help="issue, list and revoke API keys")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -59,8 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--admin", action="store_true", help='a key of the "admin" account (when no --user)'
     )
-    create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--tpm", type=int, help="tokens (prompt + completion) per minute")
+    create.add_argument("--rpm", type=_whole(1, accounts.MAX_RATE), help="requests per minute")
+    create.add_argument(
+        "--tpm", type=_whole(1, accounts.MAX_RATE), help="tokens (prompt + completion) per minute"
+    )
     create.add_argument("--limit", metavar="CNY", help="the key's lifetime spending limit")
     create.add_argument("--models", help="comma-separated model ids the key may use")
     create.add_argument("--expires", metavar="ISO_TIME", help="when the key stops working")
@@ -88,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="usage totals by day, model or key, as JSON")
     usage.add_argument("--by", choices=("day", "model", "key"), default="day")
     usage.add_argument("--user", help="one user only")
-    usage.add_argument("--key", type=int, metavar="ID", help="one key only")
+    usage.add_argument("--key", type=_whole(0, ID_MAX), metavar="ID", help="one key only")
     usage.add_argument("--since", metavar="ISO_TIME")
     usage.add_argument("--until", metavar="ISO_TIME")
     return parser
@@ -131,7 +154,15 @@ def _print_table(records: list[ApiKeyRecord]) -> None:
 
 
 def _time(value: str | None, option: str) -> datetime | None:
-    return None if value is None else accounts.parse_time(value, option)
+    """An ISO time option, refused when it is not a time the store can hold as UTC
+    (9999-12-31T23:59-14:00 is past the last one)."""
+    if value is None:
+        return None
+    parsed = accounts.parse_time(value, option)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{option} is out of range: {clip(value)!r}") from None
 
 
 def _print_json(value: Any) -> None:

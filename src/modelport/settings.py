@@ -7,38 +7,63 @@ Everything else receives the value; nothing else reads `os.environ`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from modelport.core.catalog import ConfigError
 
 PREFIX = "MODELPORT_"
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+")
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     data_dir: str = "./data"
     config: str | None = None
     database_url: str | None = None  # default: SQLite in data_dir
     public_url: str | None = None  # used in model pages and code samples
     log_level: LogLevel = "info"
-    workers: int = 1
+    workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     llama_threads: int = 1  # default n_threads for llama.cpp backends that set none
     # Load local models at start-up instead of on first use (a request then never waits for
     # a load, and a model that cannot load stops the start).
     preload: bool = False
     key_cache_ttl: float = 5.0  # seconds an API key lookup is trusted before re-reading
     max_request_bytes: int = 32 * 1024 * 1024
+    # Slow and idle clients (docs/configuration.md, "Slow and idle clients"). Seconds from
+    # a connection's start, or the end of its previous response, until a request's headers are
+    # complete: bounds slowloris headers and idle keep-alive connections at once (granian).
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    # Seconds a request body may take to arrive, plus one more per `body_min_rate` bytes that
+    # did arrive (a large body on a slow link gets longer, a trickle does not); 0: no limit.
+    body_timeout: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    body_min_rate: Annotated[int, msgspec.Meta(ge=0)] = 32 * 1024
+    # Requests one client address may have in flight in one worker process (429 beyond it);
+    # 0: no cap.
+    max_requests_per_client: Annotated[int, msgspec.Meta(ge=0)] = 128
+    # Connections open at once, all workers together (granian); more wait in the listen queue.
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
     # The model the Anthropic door serves for Claude model ids ("claude-…"), which Claude
     # Code sends unless ANTHROPIC_MODEL is set; None: such ids are a 404 that says so.
     claude_model: str | None = None
+    # Failed authentications (401) one client address may have within `auth_failure_window`
+    # seconds; further attempts get 429 until the window ends. 0: no throttling.
+    auth_failure_limit: Annotated[int, msgspec.Meta(ge=0)] = 20
+    auth_failure_window: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client;
+    # empty: the header is ignored and the client is the connection's peer.
+    trusted_proxies: tuple[str, ...] = ()
+    # Origins a browser may call the API from (CORS), "*" for any; empty: none.
+    cors_origins: tuple[str, ...] = ()
     # Redis for several replicas: shared rate-limit counters and key-cache invalidation.
     redis_url: str | None = None
     # Names in Redis start with this: installations sharing one Redis need different ones.
@@ -54,6 +79,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Secrets referenced as "env:NAME" in the config file, resolved here at load time.
     secrets: dict[str, str] = msgspec.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network (CIDR)"
+                ) from None
+        for origin in self.cors_origins:
+            if origin.strip() != "*" and not _ORIGIN.fullmatch(origin.strip().rstrip("/")):
+                raise ValueError(
+                    f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no path) "
+                    "or *"
+                )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -68,6 +108,12 @@ ENV_FIELDS: tuple[str, ...] = tuple(
 FILE_FIELDS: tuple[str, ...] = tuple(
     name for name in Settings.__struct_fields__ if name not in ("config", "secrets")
 )
+# Lists: comma-separated in the environment, TOML arrays in the file.
+LIST_FIELDS: tuple[str, ...] = ("trusted_proxies", "cors_origins")
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _secret_references(value: object, found: set[str]) -> None:
@@ -109,7 +155,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if name not in ENV_FIELDS:
             valid = ", ".join(PREFIX + field.upper() for field in ENV_FIELDS)
             raise ConfigError(f"unknown environment variable {key}; valid: {valid}")
-        raw[name] = value
+        raw[name] = _split(value) if name in LIST_FIELDS else value
     references: set[str] = set()
     _secret_references(raw.get("models", ()), references)
     missing = sorted(name for name in references if name not in env)

@@ -726,15 +726,16 @@ def test_upstream_errors_reach_the_sdk_in_anthropics_shape(
 @pytest.mark.parametrize(
     ("stream_error", "kind", "says"),
     [
+        # The upstream's own words go to the log; the client is told what happened.
         (
             {"error": {"message": "the engine crashed", "type": "server_error", "code": 500}},
             "api_error",
-            "the engine crashed",
+            "the upstream model server failed (HTTP 500)",
         ),
         (
             {"error": {"message": "too many requests", "type": "rate_limited", "code": 429}},
             "rate_limit_error",
-            "too many requests",
+            "the upstream model server is rate limiting the gateway (HTTP 429)",
         ),
     ],
     ids=["crash", "rate-limit"],

@@ -14,6 +14,7 @@ count (`count_tokens`, `count_text`: `upstream_tokens.py`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -27,7 +28,13 @@ from modelport.backends.base import CallContext
 from modelport.backends.engine_tokenize import TOKENIZE_SECONDS, EngineTokenizer
 from modelport.backends.upstream_tokens import UpstreamTokens, count_off_loop, qwen3_prompt
 from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
-from modelport.core.errors import ModelportError, UpstreamError, UpstreamTimeout
+from modelport.core.errors import (
+    InvalidRequest,
+    ModelportError,
+    UpstreamError,
+    UpstreamTimeout,
+    reveals_internals,
+)
 from modelport.core.events import (
     Event,
     Logprobs,
@@ -53,13 +60,15 @@ from modelport.parsers.relay import (
 from modelport.parsers.think import CLOSE_TAG, ThinkParser
 from modelport.protocols.openai.dialects import DIALECTS, budget_method
 from modelport.protocols.openai.sse import SSEParser
-from modelport.protocols.openai.upstream_errors import error_for_status
+from modelport.protocols.openai.upstream_errors import SERVER, error_for_status
 from modelport.protocols.openai.upstream_request import (
     build_completion_body,
     build_request_body,
     encode_request_body,
 )
 from modelport.protocols.openai.upstream_stream import StreamTranslator
+
+log = logging.getLogger("modelport.backends.openai_compat")
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -289,7 +298,7 @@ class OpenAICompatEngine:
                 else:
                     response.close()  # drop the connection: the upstream sees the disconnect
         except ModelportError as exc:
-            raise self._scrub(exc) from None
+            raise self._scrub(exc, ctx) from None
 
     async def _two_pass(
         self, request: ChatRequest, ctx: CallContext, budget: int
@@ -423,13 +432,17 @@ class OpenAICompatEngine:
                 prepared = client.prepare("POST", self._endpoints[endpoint], self._headers)
                 self._prepared[endpoint] = prepared
             except ValueError as exc:
-                raise UpstreamError(f"request to upstream {self._where} failed: {exc}") from None
+                raise UpstreamError(
+                    f"the request to {SERVER} failed",
+                    detail=f"request to upstream {self._where} failed: {exc}",
+                ) from None
         try:
             return await client.send(prepared, body)
         except http1.ConnectionClosed:
             # A fresh connection closed before any answer (a pooled one is retried by http1).
             raise UpstreamError(
-                f"upstream {self._where} closed the connection before answering"
+                f"{SERVER} closed the connection before answering",
+                detail=f"upstream {self._where} closed the connection before answering",
             ) from None
         except http1.HTTPClientError as exc:
             raise self._transport_error(exc, answered=False) from None
@@ -498,32 +511,67 @@ class OpenAICompatEngine:
             pass
 
     def _transport_error(self, exc: http1.HTTPClientError, *, answered: bool) -> ModelportError:
+        """A transport failure as a client may see it (what happened, with the timeout that
+        ran out), the upstream's address and the low-level reason in the `detail`."""
         where = self._where
         if isinstance(exc, http1.ConnectTimeout):
+            seconds = self.config.connect_timeout
             return UpstreamTimeout(
-                f"upstream {where} did not accept a connection within "
-                f"{self.config.connect_timeout:g}s"
+                f"{SERVER} did not accept a connection within {seconds:g}s",
+                detail=f"upstream {where} did not accept a connection within {seconds:g}s",
             )
         if isinstance(exc, http1.ReadTimeout):
-            return UpstreamTimeout(f"upstream {where} sent nothing for {self._read_timeout:g}s")
+            return UpstreamTimeout(
+                f"{SERVER} timed out: it sent nothing for {self._read_timeout:g}s",
+                detail=f"upstream {where} sent nothing for {self._read_timeout:g}s",
+            )
         if isinstance(exc, http1.TotalTimeout):
             return UpstreamTimeout(
-                f"upstream {where} did not finish within {self.config.timeout:g}s"
+                f"{SERVER} timed out: it did not finish within {self.config.timeout:g}s",
+                detail=f"upstream {where} did not finish within {self.config.timeout:g}s",
             )
         if isinstance(exc, http1.ConnectError):
-            return UpstreamError(f"cannot reach upstream {where}: {exc.reason}")
+            return UpstreamError(
+                f"cannot reach {SERVER}", detail=f"cannot reach upstream {where}: {exc.reason}"
+            )
         if isinstance(exc, http1.ConnectionClosed):
             when = "mid-response" if answered else "before answering"
-            return UpstreamError(f"upstream {where} closed the connection {when}")
+            return UpstreamError(
+                f"{SERVER} closed the connection {when}",
+                detail=f"upstream {where} closed the connection {when}",
+            )
         if isinstance(exc, http1.ProtocolError):
-            return UpstreamError(f"upstream {where} sent a malformed HTTP response: {exc}")
-        return UpstreamError(f"request to upstream {where} failed: {type(exc).__name__}: {exc}")
+            return UpstreamError(
+                f"{SERVER} sent a malformed HTTP response",
+                detail=f"upstream {where} sent a malformed HTTP response: {exc}",
+            )
+        return UpstreamError(
+            f"the request to {SERVER} failed",
+            detail=f"request to upstream {where} failed: {type(exc).__name__}: {exc}",
+        )
 
-    def _scrub(self, exc: ModelportError) -> ModelportError:
-        """Never let the upstream key reach a client or a log, even if an upstream echoes it."""
-        if self._secret and self._secret in exc.message:
+    def _scrub(self, exc: ModelportError, ctx: CallContext) -> ModelportError:
+        """An error on its way out of this backend, made fit for a client
+        (`upstream_errors`' rule): the request id attached, a message that still reveals
+        internals (one this module did not word, such as a stream chunk it could not read)
+        replaced by a generic one, the upstream key removed even if an upstream echoes it, and
+        the whole story (address, status, raw text) written to the log in one line with the
+        request id. Once per error."""
+        if exc.request_id is not None:
+            return exc
+        if self._secret:
             exc.message = exc.message.replace(self._secret, "***")
-            exc.args = (exc.message,)
+            if exc.detail is not None:
+                exc.detail = exc.detail.replace(self._secret, "***")
+        if exc.detail is None:
+            exc.detail = f"upstream {self._where}: {exc.message}"
+            if reveals_internals(exc.message):
+                exc.message = f"{SERVER} failed"
+        exc.args = (exc.message,)
+        exc.request_id = ctx.request_id
+        # A refusal the client caused is routine; anything else is for the operator to see.
+        level = logging.INFO if isinstance(exc, InvalidRequest) else logging.WARNING
+        log.log(level, "request %s: backend %s: %s", ctx.request_id, self.name, exc.detail)
         return exc
 
 

@@ -5,18 +5,32 @@ Imports nothing but the standard library.
 
 from __future__ import annotations
 
+import re
+
 ECHO_LIMIT = 100  # characters of a client's value an error message repeats
+MESSAGE_LIMIT = 2000  # characters of any error message a client is shown (a backstop)
 
 
 def clip(value: object, limit: int = ECHO_LIMIT) -> str:
     """A client's value as an error message may repeat it: at most `limit` characters, then
     "…" (a 1 MB model name must not come back as a 1 MB error)."""
-    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an integer too long to write out (over 4,300 digits)
+            return "…"
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 class ModelportError(Exception):
-    """Base of every error a client can see. `status` is the HTTP status code."""
+    """Base of every error a client can see. `status` is the HTTP status code.
+
+    `message` is what the client is shown; `detail` is what only the server log (and so the
+    operator) sees: an upstream's address and raw error text, never rendered into a response.
+    `request_id`, when set, is rendered with the message so a client can quote it and an
+    operator find the log line that carries the detail."""
 
     status: int = 500
     type: str = "server_error"  # the OpenAI-style error type
@@ -29,6 +43,7 @@ class ModelportError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -36,6 +51,42 @@ class ModelportError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        self.detail = detail
+        self.request_id: str | None = None
+
+
+# What tells a client about the deployment: a URL, an IP address, a host with a port, a file
+# path (Unix or Windows), a traceback or a source line. `protocols/openai/upstream_errors`
+# states the rule for upstream messages; here it is also the last check on the gateway's own.
+_INTERNALS = re.compile(
+    r"[a-z][a-z0-9+.-]*://"
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}\b"
+    r"|\b(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+):\d{2,5}\b"
+    r"|(?:^|[\s'\"(\[=:,])/[\w.@~-]+/"
+    r"|\b[a-z]:\\"
+    r"|traceback|\bfile \"|\.py\b|\bline \d+",
+    re.IGNORECASE,
+)
+
+
+def reveals_internals(text: str) -> bool:
+    """Whether `text` says something about the deployment (an address, a path, a source
+    line): such text goes to the server log, never to a client."""
+    return _INTERNALS.search(text) is not None
+
+
+def client_message(error: ModelportError) -> str:
+    """The message a response carries: `error.message`, cut at MESSAGE_LIMIT characters
+    (whatever a message repeats, a response stays small), with the request id when known.
+    A server-side failure (5xx) whose message still names an address or a path (a backend's
+    name is its host and port) is shown in general words; the words are the log's."""
+    message = clip(error.message, MESSAGE_LIMIT)
+    if error.status >= 500 and reveals_internals(message):
+        upstream = isinstance(error, UpstreamError | UpstreamTimeout | Overloaded)
+        message = "the upstream model server failed" if upstream else "Internal server error."
+    if error.request_id is not None:
+        message = f"{message} (request id {error.request_id})"
+    return message
 
 
 class InvalidRequest(ModelportError):
@@ -58,8 +109,9 @@ class ContextLengthExceeded(InvalidRequest):
         param: str | None = None,
         prompt_tokens: int | None = None,
         limit: int | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(message, param=param)
+        super().__init__(message, param=param, detail=detail)
         self.prompt_tokens = prompt_tokens
         self.limit = limit
 
@@ -102,6 +154,14 @@ class PayloadTooLarge(ModelportError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The request body did not arrive in the time allowed (the server then closes the
+    connection)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class RateLimited(ModelportError):

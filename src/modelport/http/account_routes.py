@@ -3,7 +3,9 @@
 Owner (any key):
 - `GET /api/v1/generation?id=ID`: one request's usage row (OpenRouter's generation stats); the
   id is the response's (`chatcmpl-…`, `msg_…`) or the bare request id. Someone else's
-  request is a 404, never a 403 (ids are not confirmed to strangers).
+  request is a 404, never a 403 (ids are not confirmed to strangers). Which backend served it
+  (`openai_compat:HOST:PORT`) is the deployment's business: `backend` is null unless the
+  caller is an admin.
 - `GET /api/v1/me`: the caller's account and balance.
 - `GET /api/v1/usage?by=day|model|key[&since=ISO][&until=ISO]`: the account's totals.
 
@@ -15,13 +17,16 @@ Admin (admin keys only):
   "expires_at"}`; the secret is in the answer once), `DELETE /api/v1/admin/keys/ID` (revoke);
 - `GET /api/v1/admin/usage?by=…[&user=NAME][&key=ID][&since][&until]`.
 
-Money is an exact CNY decimal string (`"balance": "12.5"`) beside integer nano-yuan.
+Money is an exact CNY decimal string (`"balance": "12.5"`) beside integer nano-yuan; an
+amount sent as a JSON number is read exactly too. What a client sent and an error repeats is
+clipped (`core.errors.clip`); numbers are checked against what the store holds (64-bit ids).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote
 
@@ -32,6 +37,7 @@ from modelport.core.errors import (
     MethodNotAllowed,
     NotFound,
     PermissionDenied,
+    clip,
 )
 from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange
@@ -42,6 +48,7 @@ from modelport.services.keys import Principal, revoke_key
 
 PREFIX = "/api/v1/"
 INT64_MAX = 2**63 - 1
+ID_MAX = 2**31 - 1  # key ids are INTEGER columns: 32 bits on PostgreSQL
 _GROUPS = ("day", "model", "key")
 
 
@@ -69,7 +76,7 @@ async def handle(state: AppState, exchange: Exchange) -> None:
         if principal.role != "admin":
             raise PermissionDenied("This needs an admin key.")
         return await _admin(state, exchange, parts[1:])
-    raise NotFound(f"No route for {method} {exchange.path}.")
+    raise NotFound(f"No route for {method} {clip(exchange.path)}.")
 
 
 async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
@@ -85,7 +92,7 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
             store,
             _text(body, "name"),
             balance=_text(body, "balance", "0"),
-            admin=body.get("role") == "admin",
+            admin=_admin_role(body),
         )
         return await _json(exchange, accounts.account_json(account), status=201)
     if len(parts) == 2 and parts[0] == "users":
@@ -120,8 +127,10 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         return await _create_key(state, exchange)
     if len(parts) == 2 and parts[0] == "keys":
         _allow(method, "DELETE")
-        if not _whole_number(parts[1]):
-            raise InvalidRequest("a key is revoked by its numeric id", param="id")
+        if not _whole_number(parts[1], ID_MAX):
+            raise InvalidRequest(
+                f"a key is revoked by its numeric id, from 0 to {ID_MAX}", param="id"
+            )
         revoked = await _run(revoke_key, state.store, parts[1])
         state.keys.forget(revoked.secret_hash)
         await state.key_events.publish(revoked.secret_hash)
@@ -132,9 +141,9 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         account_id = None
         if "user" in query:
             account_id = (await _run(accounts.get_user, store, query["user"])).id
-        key_id = _int(query, "key")
+        key_id = _int(query, "key", ID_MAX)
         return await _usage(state, exchange, account_id=account_id, key_id=key_id)
-    raise NotFound(f"No route for {method} {exchange.path}.")
+    raise NotFound(f"No route for {method} {clip(exchange.path)}.")
 
 
 async def _create_key(state: AppState, exchange: Exchange) -> None:
@@ -148,7 +157,7 @@ async def _create_key(state: AppState, exchange: Exchange) -> None:
     expires_at = None
     if expires is not None:
         try:
-            expires_at = datetime.fromisoformat(str(expires))
+            expires_at = _in_utc(datetime.fromisoformat(str(expires)), "expires_at")
         except ValueError:
             raise InvalidRequest(
                 "expires_at must be an ISO 8601 time", param="expires_at"
@@ -158,8 +167,8 @@ async def _create_key(state: AppState, exchange: Exchange) -> None:
         accounts.create_account_key,
         state.billing_store,
         _text(body, "name"),
-        user=body.get("user"),
-        admin=body.get("role") == "admin",
+        user=None if body.get("user") is None else _text(body, "user"),
+        admin=_admin_role(body),
         rpm=_optional_int(body, "rpm"),
         tpm=_optional_int(body, "tpm"),
         limit=None if limit is None else str(limit),
@@ -178,9 +187,13 @@ async def _generation(state: AppState, exchange: Exchange, principal: Principal)
     if not request_id:
         raise InvalidRequest("id is required: the id of a response", param="id")
     row = await _run(state.billing_store.get_usage, request_id)
-    if row is None or (principal.role != "admin" and row.account_id != principal.account_id):
-        raise NotFound(f"no generation {wanted!r} for this account")
-    await _json(exchange, {"data": accounts.usage_json(row)})
+    admin = principal.role == "admin"
+    if row is None or (not admin and row.account_id != principal.account_id):
+        raise NotFound(f"no generation {clip(wanted)!r} for this account")
+    data = accounts.usage_json(row)
+    if not admin:
+        data["backend"] = None  # names an internal host and port
+    await _json(exchange, {"data": data})
 
 
 async def _usage(
@@ -213,7 +226,7 @@ async def _json(exchange: Exchange, body: Any, *, status: int = 200) -> None:
 
 
 async def _body(state: AppState, exchange: Exchange) -> dict[str, Any]:
-    body = decode_json(await exchange.body(state.settings.max_request_bytes))
+    body = decode_json(await exchange.body(state.settings.max_request_bytes), exact=True)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body
@@ -223,11 +236,19 @@ def _text(body: dict[str, Any], field: str, default: str | None = None) -> str:
     value = body.get(field, default)
     if value is None:
         raise InvalidRequest(f"{field} is required", param=field)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)  # an amount given as a JSON number
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return str(value)  # an amount given as a JSON number (read exactly)
     if not isinstance(value, str):
         raise InvalidRequest(f"{field} must be a string", param=field)
     return value
+
+
+def _admin_role(body: dict[str, Any]) -> bool:
+    """Whether `role` asks for an admin; absent means a user."""
+    role = body.get("role", "user")
+    if role not in ("admin", "user"):
+        raise InvalidRequest('role must be "admin" or "user"', param="role")
+    return bool(role == "admin")
 
 
 def _optional_int(body: dict[str, Any], field: str) -> int | None:
@@ -245,24 +266,36 @@ def _query(exchange: Exchange) -> dict[str, str]:
     return {name: values[-1] for name, values in parse_qs(exchange.query).items()}
 
 
-def _int(query: dict[str, str], field: str) -> int | None:
+def _int(query: dict[str, str], field: str, high: int) -> int | None:
     value = query.get(field)
     if value is None:
         return None
-    if not _whole_number(value):
-        raise InvalidRequest(f"{field} must be a whole number from 0 to {INT64_MAX}", param=field)
+    if not _whole_number(value, high):
+        raise InvalidRequest(f"{field} must be a whole number from 0 to {high}", param=field)
     return int(value)
 
 
-def _whole_number(text: str) -> bool:
-    """Digits only (ASCII: "²" is a digit to `str.isdigit`) and within a 64-bit integer; the
-    length is checked first, so a 100,000-digit value costs nothing to refuse."""
-    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= INT64_MAX
+def _whole_number(text: str, high: int) -> bool:
+    """Digits only (ASCII: "²" is a digit to `str.isdigit`) and at most `high`; the length is
+    checked first, so a 100,000-digit value costs nothing to refuse."""
+    digits = len(str(high))
+    return text.isascii() and text.isdigit() and len(text) <= digits and int(text) <= high
 
 
 def _time(query: dict[str, str], field: str) -> datetime | None:
     value = query.get(field)
-    return None if value is None else accounts.parse_time(value, field)
+    return None if value is None else _in_utc(accounts.parse_time(value, field), field)
+
+
+def _in_utc(moment: datetime, field: str) -> datetime:
+    """`moment` in UTC, as the store keeps times (a naive one as it is, for the service to
+    judge); a 400 for one that has no UTC time (9999-12-31T23:59-14:00 is past the last)."""
+    if moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{field} is out of range", param=field) from None
 
 
 def _allow(method: str, *allowed: str) -> None:

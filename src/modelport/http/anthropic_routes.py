@@ -15,7 +15,7 @@ from __future__ import annotations
 import msgspec
 
 from modelport.core.catalog import ModelCard
-from modelport.core.errors import ModelNotFound
+from modelport.core.errors import ModelNotFound, clip
 from modelport.core.types import ChatRequest
 from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange, collect_whole
@@ -86,7 +86,7 @@ def _served_card(state: AppState, model_id: str) -> ModelCard:
             return resolve_model(state.catalog, state.settings.claude_model)
         served = ", ".join(card.id for card in state.catalog.models if card.configured)
         raise ModelNotFound(
-            f"The model '{model_id}' is a Claude model, which this server does not serve. "
+            f"The model '{clip(model_id)}' is a Claude model, which this server does not serve. "
             f"Name one of its models instead (Claude Code: set ANTHROPIC_MODEL and "
             f"ANTHROPIC_SMALL_FAST_MODEL): {served}. An operator can also serve Claude ids "
             f"with a model of their choice by setting MODELPORT_CLAUDE_MODEL.",

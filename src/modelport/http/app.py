@@ -9,14 +9,25 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from modelport.core.errors import InternalError, MethodNotAllowed, ModelportError, NotFound
-from modelport.http import account_routes, anthropic_routes, openai_routes
+from modelport.core.errors import (
+    AuthenticationFailed,
+    InternalError,
+    MethodNotAllowed,
+    ModelportError,
+    NotFound,
+    RateLimited,
+)
+from modelport.http import account_routes, anthropic_routes, openai_routes, openapi
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
+from modelport.http.client_address import ClientAddresses
+from modelport.http.client_limits import BodyDeadlines, RequestsPerClient
 from modelport.http.exchange import Exchange
+from modelport.http.headers import Cors
 from modelport.http.rsgi import RSGIExchange
 from modelport.http.state import AppState
 from modelport.protocols.anthropic import errors as anthropic_errors
 from modelport.protocols.openai.errors import error_body
+from modelport.services.auth_throttle import AuthThrottle
 from modelport.settings import Settings
 
 log = logging.getLogger("modelport.http")
@@ -41,6 +52,7 @@ def _route_table() -> dict[str, dict[str, Handler]]:
     for prefix in ANTHROPIC_PREFIXES[1:]:
         table[prefix + "/models"] = {"GET": anthropic_routes.list_models}
     table["/health"] = {"GET": _health}
+    table[openapi.DOCUMENT_PATH] = {"GET": openapi.handler(table)}  # no key needed
     return table
 
 
@@ -96,10 +108,53 @@ class App:
         self.settings = settings
         self.state: AppState | None = None
         self._routes = _route_table()
+        self._cors = Cors(settings.cors_origins)
+        self._cors_open = not self._cors.closed
+        self._addresses = ClientAddresses(settings.trusted_proxies)
+        self._auth_throttle = (
+            AuthThrottle(settings.auth_failure_limit, settings.auth_failure_window)
+            if settings.auth_failure_limit
+            else None
+        )
+        self._deadlines = (
+            BodyDeadlines(settings.body_timeout, settings.body_min_rate)
+            if settings.body_timeout
+            else None
+        )
+        limit = settings.max_requests_per_client
+        self._per_client = RequestsPerClient(limit) if limit else None
+
+    async def handle_counted(self, exchange: Exchange) -> None:
+        """`handle` within the cap on requests in flight per client address: one over it is
+        refused (429, Retry-After) before its body is read."""
+        per_client = self._per_client
+        if per_client is None:
+            await self.handle(exchange)
+            return
+        address = self._addresses.of(exchange)
+        try:
+            per_client.enter(address)
+        except RateLimited as error:
+            if self._cors_open:  # a browser reads the 429 only with these
+                exchange.extra_headers = self._cors.response_headers(exchange.header("origin"))
+            await self._respond_error(exchange, error)
+            return
+        try:
+            await self.handle(exchange)
+        finally:
+            per_client.leave(address)
 
     async def handle(self, exchange: Exchange) -> None:
         """Route one exchange and render any error in the OpenAI error shape."""
+        if self._cors_open:
+            exchange.extra_headers = self._cors.response_headers(exchange.header("origin"))
+        throttle = self._auth_throttle
         try:
+            if exchange.method == "OPTIONS" and exchange.header("access-control-request-method"):
+                await self._preflight(exchange)
+                return
+            if throttle is not None and throttle.active and exchange.path != "/health":
+                throttle.check(self._addresses.of(exchange))  # 429 before any key lookup
             methods = self._routes.get(exchange.path)
             if methods is None and exchange.path.startswith(account_routes.PREFIX):
                 if self.state is None:
@@ -124,12 +179,23 @@ class App:
                 raise InternalError("The server is still starting.")
             await handler(self.state, exchange)
         except ModelportError as error:
+            if throttle is not None and isinstance(error, AuthenticationFailed):
+                throttle.failed(self._addresses.of(exchange))
             if not exchange.responded:
                 await self._respond_error(exchange, error)
         except Exception:
             log.exception("unhandled error on %s %s", exchange.method, exchange.path)
             if not exchange.responded:
                 await self._respond_error(exchange, InternalError("Internal server error."))
+
+    async def _preflight(self, exchange: Exchange) -> None:
+        """A CORS preflight: what the origin may send, or (origin not allowed, or CORS closed)
+        an answer that allows nothing. No key is needed and none is looked at."""
+        exchange.extra_headers = ()
+        headers = self._cors.preflight_headers(
+            exchange.header("origin"), exchange.header("access-control-request-headers")
+        )
+        await exchange.respond(204, b"", "text/plain; charset=utf-8", headers)
 
     @staticmethod
     async def _respond_error(exchange: Exchange, error: ModelportError) -> None:
@@ -148,7 +214,7 @@ class App:
 
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         if scope.proto == "http":
-            await self.handle(RSGIExchange(scope, protocol))
+            await self.handle_counted(RSGIExchange(scope, protocol, self._deadlines))
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Called in the worker before its loop runs: build the state on that loop.
@@ -165,7 +231,7 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle(ASGIExchange(scope, receive, send))
+            await self.handle_counted(ASGIExchange(scope, receive, send, self._deadlines))
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, TypeVar
 
+from modelport.http.client_limits import BodyDeadlines
 from modelport.http.exchange import JSON, SSE_HEADERS, pump, read_limited
+from modelport.http.headers import Headers, security_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,21 +28,40 @@ _SSE = _encode_headers(SSE_HEADERS)
 
 
 class ASGIExchange:
-    __slots__ = ("_headers", "_receive", "_responded", "_scope", "_send", "method", "path")
+    __slots__ = (
+        "_deadlines",
+        "_headers",
+        "_receive",
+        "_responded",
+        "_scope",
+        "_send",
+        "extra_headers",
+        "method",
+        "path",
+    )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, deadlines: BodyDeadlines | None = None
+    ) -> None:
         self._scope = scope
+        self._deadlines = deadlines
         self._receive = receive
         self._send = send
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self._headers: dict[str, str] | None = None
         self._responded = False
+        self.extra_headers: Headers = ()
 
     @property
     def query(self) -> str:
         raw = self._scope.get("query_string", b"")
         return raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+
+    @property
+    def client(self) -> str:
+        client = self._scope.get("client")  # (host, port), or None when unknown
+        return str(client[0]) if client else ""
 
     @property
     def responded(self) -> bool:
@@ -55,7 +76,7 @@ class ASGIExchange:
         return self._headers.get(name)
 
     async def body(self, limit: int) -> bytes:
-        return await read_limited(self._body_chunks(), limit)
+        return await read_limited(self._body_chunks(), limit, self._deadlines)
 
     async def _body_chunks(self) -> AsyncGenerator[bytes, None]:
         while True:
@@ -77,7 +98,9 @@ class ASGIExchange:
         raw = [
             (b"content-type", content_type.encode("latin-1")),
             (b"content-length", b"%d" % len(body)),
+            *_encode_headers(security_headers(content_type)),
             *_encode_headers(headers),
+            *_encode_headers(self.extra_headers),
         ]
         await self._send({"type": "http.response.start", "status": status, "headers": raw})
         await self._send({"type": "http.response.body", "body": body})
@@ -85,7 +108,8 @@ class ASGIExchange:
     async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
         self._responded = True
         send = self._send
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+        head = [*_SSE, *_encode_headers(self.extra_headers)]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})

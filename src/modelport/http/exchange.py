@@ -16,6 +16,8 @@ from typing import Protocol, TypeVar
 from modelport.core.collect import Completion, collect
 from modelport.core.errors import PayloadTooLarge
 from modelport.core.events import Event
+from modelport.http.client_limits import BodyDeadlines
+from modelport.http.headers import Headers, security_headers
 
 T = TypeVar("T")
 
@@ -24,6 +26,7 @@ SSE_HEADERS = (
     ("content-type", "text/event-stream; charset=utf-8"),
     ("cache-control", "no-cache"),
     ("x-accel-buffering", "no"),
+    *security_headers("text/event-stream"),
 )
 # A client reading slower than the model writes: past this many buffered bytes the producer
 # waits for the socket instead of buffering more.
@@ -33,10 +36,18 @@ MAX_BUFFERED_BYTES = 1 << 20
 class Exchange(Protocol):
     method: str
     path: str
+    # Headers every response of this exchange carries besides its own (CORS), set by the app
+    # before it routes; `()` until then.
+    extra_headers: Headers
 
     @property
     def query(self) -> str:
         """The raw query string, without "?"."""
+
+    @property
+    def client(self) -> str:
+        """The peer's IP address as the server saw it ("" when unknown, e.g. a Unix socket);
+        the app decides whether to believe X-Forwarded-For (http/client_address.py)."""
 
     @property
     def responded(self) -> bool:
@@ -63,15 +74,34 @@ class Exchange(Protocol):
         """Return when the client has gone away (call after the body was read)."""
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """Join a request body's chunks; PayloadTooLarge as soon as it passes `limit` bytes."""
+async def read_limited(
+    chunks: AsyncIterator[bytes], limit: int, deadlines: BodyDeadlines | None = None
+) -> bytes:
+    """Join a request body's chunks; PayloadTooLarge as soon as it passes `limit` bytes, and
+    RequestTimeout (408) when it does not arrive within `deadlines`' allowance."""
     parts: list[bytes] = []
     size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
-        parts.append(chunk)
+    if deadlines is None:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    read = deadlines.begin()
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+            parts.append(chunk)
+            read.received = size
+    except asyncio.CancelledError:
+        if read.expired and read.task.uncancel() == 0:
+            raise deadlines.error() from None
+        raise
+    finally:
+        deadlines.end(read)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

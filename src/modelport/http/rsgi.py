@@ -6,25 +6,41 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar
 
+from modelport.http.client_limits import BodyDeadlines
 from modelport.http.exchange import JSON, SSE_HEADERS, pump, read_limited
+from modelport.http.headers import Headers, response_head
 
 T = TypeVar("T")
 _SSE = list(SSE_HEADERS)
 
 
 class RSGIExchange:
-    __slots__ = ("_protocol", "_responded", "_scope", "method", "path")
+    __slots__ = (
+        "_deadlines",
+        "_protocol",
+        "_responded",
+        "_scope",
+        "extra_headers",
+        "method",
+        "path",
+    )
 
-    def __init__(self, scope: Any, protocol: Any) -> None:
+    def __init__(self, scope: Any, protocol: Any, deadlines: BodyDeadlines | None = None) -> None:
         self._scope = scope
         self._protocol = protocol
+        self._deadlines = deadlines
         self.method: str = scope.method
         self.path: str = scope.path
         self._responded = False
+        self.extra_headers: Headers = ()
 
     @property
     def query(self) -> str:
         return str(self._scope.query_string)
+
+    @property
+    def client(self) -> str:
+        return peer_address(self._scope.client)
 
     @property
     def responded(self) -> bool:
@@ -35,7 +51,7 @@ class RSGIExchange:
         return value
 
     async def body(self, limit: int) -> bytes:
-        return await read_limited(self._protocol, limit)
+        return await read_limited(self._protocol, limit, self._deadlines)
 
     async def respond(
         self,
@@ -45,11 +61,15 @@ class RSGIExchange:
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._responded = True
-        self._protocol.response_bytes(status, [("content-type", content_type), *headers], body)
+        head = response_head(content_type)  # shared: extended as a copy, never in place
+        if headers or self.extra_headers:
+            head = [*head, *headers, *self.extra_headers]
+        self._protocol.response_bytes(status, head, body)
 
     async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
         self._responded = True
-        transport = self._protocol.response_stream(200, _SSE)
+        head = [*_SSE, *self.extra_headers] if self.extra_headers else _SSE
+        transport = self._protocol.response_stream(200, head)
 
         async def finish() -> None:
             return None  # the response ends when the handler returns
@@ -58,3 +78,11 @@ class RSGIExchange:
 
     async def disconnected(self) -> None:
         await self._protocol.client_disconnect()
+
+
+def peer_address(client: str) -> str:
+    """The IP address in granian's "ADDRESS:PORT" (IPv6 in brackets: "[::1]:PORT")."""
+    host, colon, port = client.rpartition(":")
+    if not colon or not port.isdigit():
+        return client
+    return host[1:-1] if host.startswith("[") else host

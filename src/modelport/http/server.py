@@ -27,7 +27,8 @@ def app_from_environment() -> App:
 
 def run_server(settings: Settings) -> None:
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     Granian(
@@ -40,4 +41,13 @@ def run_server(settings: Settings) -> None:
         factory=True,
         log_level=LogLevels(settings.log_level),
         log_access=False,
+        # HTTP/1.1 only: in granian's "auto" mode a connection that sends nothing is held
+        # until the client hangs up (no timer runs while it guesses the protocol).
+        http=HTTPModes.http1,
+        # hyper starts this timer when a connection opens and again when a response ends, so
+        # it bounds slow headers and idle keep-alive connections alike.
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
+        # granian's "backpressure" is the connections a worker serves at once; more wait in
+        # the listen queue (they are not refused).
+        backpressure=max(1, settings.max_connections // max(1, settings.workers)),
     ).serve()

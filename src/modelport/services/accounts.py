@@ -19,6 +19,7 @@ from modelport.services.keys import (
     display_prefix,
     generate_secret,
     hash_secret,
+    normal_name,
 )
 from modelport.store.base import (
     AccountRecord,
@@ -93,7 +94,7 @@ def create_user(
 
 
 def _check_account_name(name: str) -> str:
-    name = name.strip()
+    name = normal_name(name)
     if not name or len(name) > 100 or not name.isprintable() or "/" in name:
         raise InvalidRequest(
             "user name must be 1 to 100 printable characters without '/'", param="name"
@@ -102,6 +103,8 @@ def _check_account_name(name: str) -> str:
 
 
 def get_user(store: GrantStore, name: str) -> AccountRecord:
+    """The account named `name`, normalised as names are when created (trimmed)."""
+    name = normal_name(name)
     account = store.get_account(name)
     if account is None:
         raise NotFound(f"no user named {clip(name)!r}")
@@ -129,7 +132,7 @@ def top_up(store: GrantStore, name: str, amount: str, *, reason: str) -> Account
         return store.top_up(account.id, nano, reason=reason, created_at=_now())
     except StoreConflict:
         raise InvalidRequest(
-            f"an adjustment of {amount} CNY would take {name!r} below zero "
+            f"an adjustment of {clip(amount)} CNY would take {account.name!r} below zero "
             f"(balance {format_cny(account.balance_nano)} CNY)",
             param="amount",
         ) from None
@@ -158,7 +161,7 @@ def create_account_key(
         models = tuple(model.strip() for model in models if model.strip())
         unknown = [m for m in models if known_models is not None and m not in known_models]
         if unknown:
-            raise InvalidRequest(f"unknown model(s): {', '.join(unknown)}", param="models")
+            raise InvalidRequest(f"unknown model(s): {clip(', '.join(unknown))}", param="models")
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidRequest("expires_at must carry a time zone", param="expires_at")
     limits = KeyLimits(
@@ -168,6 +171,7 @@ def create_account_key(
         rpm=rpm,
         tpm=tpm,
     )
+    user = (normal_name(user) or None) if user else None  # blank: the default account
     account_name = user or ("admin" if admin else "default")
     account = store.get_account(account_name)
     if account is None:

@@ -150,7 +150,10 @@ class InferenceService:
                 await stream.aclose()
                 raise
             except StopAsyncIteration:
-                raise InternalError(f"backend {backend.name} produced no events") from None
+                raise InternalError(
+                    "the model server sent no answer",
+                    detail=f"backend {backend.name} produced no events",
+                ) from None
             except BaseException:
                 await stream.aclose()
                 raise
@@ -215,8 +218,11 @@ class InferenceService:
 def unfinished(backend: str) -> InternalError:
     """The error that ends a stream its backend left without a finish: never leave a client
     without one (clients such as OpenCode re-send forever when a stream just stops)."""
-    error = InternalError(f"backend {backend} ended its stream without a stop")
-    log.error("%s", error.message)
+    error = InternalError(
+        "the model server ended its answer without finishing it",
+        detail=f"backend {backend} ended its stream without a stop",
+    )
+    log.error("%s", error.detail)
     return error
 
 

@@ -1,8 +1,14 @@
 """API keys: issuing, revoking, and authenticating requests.
 
-Secrets look like `sk-mp-` + 43 URL-safe random characters (256 bits). Only their SHA-256
-digest is stored: a slow password hash buys nothing against secrets this random, and the hot
-path hashes every request. A secret never appears in a message, a log line or the database.
+Secrets look like `sk-mp-` + 43 random base62 characters (256 bits) + a 6-character
+checksum: CRC32 of everything before it, in base62, zero-padded (GitHub's token format). The
+fixed prefix lets secret scanners find leaked keys (`sk-mp-[0-9A-Za-z]{49}`, checksum
+verifiable offline), and a mistyped or made-up key is refused without touching the cache or
+the store. Keys issued before the checksum (`sk-mp-` + 43 URL-safe characters) keep working.
+Only a secret's SHA-256 digest is stored: a slow password hash buys nothing against secrets
+this random, and the hot path hashes every request. A secret never appears in a message, a log
+line or the database; a secret or digest is compared only in constant time (a dict keyed by
+digest is a lookup, not a comparison of secrets).
 
 Admin operations (`create_key`, `revoke_key`, `ensure_admin_key`) are synchronous: the CLI
 calls them directly, async code through `asyncio.to_thread`. `KeyService.authenticate` is the
@@ -16,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
@@ -23,10 +30,15 @@ from typing import Protocol
 import msgspec
 
 from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound, clip
-from modelport.store.base import ApiKeyRecord, BillingStore, KeyLimits, KeyStore, Role
+from modelport.store.base import ApiKeyRecord, BillingStore, KeyGrant, KeyLimits, KeyStore, Role
 
 SECRET_PREFIX = "sk-mp-"
-SECRET_RANDOM_BYTES = 32  # token_urlsafe(32) yields 43 characters
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 43  # base62 characters: 43 × log2(62) ≈ 256 bits
+CHECKSUM_LENGTH = 6  # CRC32 in base62 (62^6 > 2^32)
+SECRET_LENGTH = len(SECRET_PREFIX) + RANDOM_LENGTH + CHECKSUM_LENGTH  # 55
+# Keys issued before the checksum: "sk-mp-" + token_urlsafe(32), always 43 characters.
+LEGACY_SECRET_LENGTH = len(SECRET_PREFIX) + 43  # 49
 PREFIX_LENGTH = 12  # how much of the secret a listing shows: "sk-mp-" + 6 characters
 MAX_NAME_LENGTH = 100
 ADMIN_KEY_ISSUED = "admin_key_issued"  # app_meta flag: the first-start admin key was handled
@@ -36,8 +48,7 @@ INVALID_KEY = "Invalid API key"
 REVOKED_KEY = "Invalid API key: this key has been revoked"
 EXPIRED_KEY = "Invalid API key: this key expired"
 
-# Secrets we issue are 49 characters; anything far outside that is rejected without a lookup.
-_MAX_SECRET_LENGTH = 256
+LAST_ADMIN_KEY = "last_admin_key"  # the error code for refusing to revoke it
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -52,7 +63,34 @@ class Principal(msgspec.Struct, frozen=True):
 
 
 def generate_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
+    body = SECRET_PREFIX + "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
+    return body + checksum(body)
+
+
+# Two base62 digits per entry: the checksum in three lookups (it runs on every request).
+_BASE62_PAIRS = tuple(high + low for high in BASE62 for low in BASE62)
+_PAIR = 62 * 62
+
+
+def checksum(body: str) -> str:
+    """CRC32 of `body` (ASCII) as 6 base62 characters, zero-padded."""
+    high, low = divmod(zlib.crc32(body.encode("ascii")), _PAIR)
+    high, middle = divmod(high, _PAIR)
+    return _BASE62_PAIRS[high] + _BASE62_PAIRS[middle] + _BASE62_PAIRS[low]
+
+
+def well_formed(secret: str) -> bool:
+    """Whether `secret` could be a key we issued: the current shape with a valid checksum, or
+    the shape of keys issued before it (which only a lookup can check). Decides without I/O."""
+    if not secret.startswith(SECRET_PREFIX):
+        return False
+    length = len(secret)
+    if length == SECRET_LENGTH:
+        if not secret.isascii():
+            return False
+        cut = SECRET_LENGTH - CHECKSUM_LENGTH
+        return hmac.compare_digest(checksum(secret[:cut]), secret[cut:])
+    return length == LEGACY_SECRET_LENGTH
 
 
 def hash_secret(secret: str) -> str:
@@ -67,8 +105,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def normal_name(name: str) -> str:
+    """A key or user name as stored and as looked up: without surrounding white space."""
+    return name.strip()
+
+
 def check_key_name(name: str) -> str:
-    name = name.strip()
+    name = normal_name(name)
     problem = None
     if not name:
         problem = "must not be empty"
@@ -117,17 +160,19 @@ def _matching_keys(keys: list[ApiKeyRecord], selector: str) -> tuple[list[ApiKey
     return [key for key in keys if key.name == selector], f"name {clip(selector)!r}"
 
 
-def revoke_key(store: KeyStore, selector: str, *, now: datetime | None = None) -> ApiKeyRecord:
+def revoke_key(store: GrantStore, selector: str, *, now: datetime | None = None) -> ApiKeyRecord:
     """Revoke the one active key named by id, display prefix, whole secret, or name.
 
-    Raises `NotFound` if nothing matches and `InvalidRequest` if the key is already revoked or
-    a name or prefix matches several active keys (then the caller must use the id).
+    Raises `NotFound` if nothing matches and `InvalidRequest` if the key is already revoked, if
+    a name or prefix matches several active keys (then the caller must use the id), or if it
+    is the last live admin key (revoking it would leave no one able to administer).
     Returns the key as it was before revocation.
     """
-    selector = selector.strip()
+    selector = normal_name(selector)
+    now = now or _utcnow()
     matches, described = _matching_keys(store.list_keys(include_revoked=True), selector)
     if not matches:
-        raise NotFound(f"no API key matches {described}")
+        raise NotFound(f"no API key matches {clip(described, 200)}")
     active = [key for key in matches if not key.revoked]
     if not active:
         ids = ", ".join(str(key.id) for key in matches)
@@ -138,9 +183,36 @@ def revoke_key(store: KeyStore, selector: str, *, now: datetime | None = None) -
             f"{len(active)} active API keys match {described} (ids {ids}); revoke one by its id"
         )
     target = active[0]
-    if store.revoke_key(target.id, now or _utcnow()) == 0:
+    if target.role == "admin":
+        _refuse_last_admin(store.list_grants(), target, now)
+    if store.revoke_key(target.id, now) == 0:
         raise InvalidRequest(f"API key id {target.id} is already revoked")
     return target
+
+
+def live_admin_keys(grants: list[KeyGrant], now: datetime) -> list[KeyGrant]:
+    """The keys that can use the admin API now: of an admin account, not revoked, not expired."""
+    return [
+        grant
+        for grant in grants
+        if grant.account.role == "admin"
+        and not grant.key.revoked
+        and (grant.limits.expires_at is None or grant.limits.expires_at > now)
+    ]
+
+
+def _refuse_last_admin(grants: list[KeyGrant], target: ApiKeyRecord, now: datetime) -> None:
+    """InvalidRequest when `target` is the only live admin key. Checked before the write: two
+    admins revoking each other's keys at the same instant could still both succeed."""
+    live = live_admin_keys(grants, now)
+    if live and all(grant.key.id == target.id for grant in live):
+        raise InvalidRequest(
+            f"API key id {target.id} is the last active admin key: revoking it would leave no "
+            "key able to use the admin API. Create another admin key first "
+            "(`modelport keys create --name NAME --admin`, or POST /api/v1/admin/keys with "
+            '"role": "admin"), then revoke this one.',
+            code=LAST_ADMIN_KEY,
+        )
 
 
 def ensure_admin_key(store: KeyStore, *, now: datetime | None = None) -> str | None:
@@ -202,7 +274,7 @@ class KeyService:
         """The principal for `secret`; raises `AuthenticationFailed` if it is not a live key."""
         if not secret:
             raise AuthenticationFailed(MISSING_KEY)
-        if not secret.startswith(SECRET_PREFIX) or len(secret) > _MAX_SECRET_LENGTH:
+        if not well_formed(secret):  # a typo or an invention: no cache, no store
             raise AuthenticationFailed(INVALID_KEY)
         digest = hash_secret(secret)
         cached = self._cache.get(digest)

@@ -250,11 +250,11 @@ async def test_a_finished_stream_returns_its_connection_to_the_pool(
             None,
         ),
         (401, {"error": {"message": "bad key"}}, {}, UpstreamError, "credentials", None),
-        (404, {"error": {"message": "no such model"}}, {}, UpstreamError, "qwen/qwen3-8b", None),
+        (404, {"error": {"message": "no such model"}}, {}, UpstreamError, "this model", None),
         (408, "timeout", {}, UpstreamTimeout, "HTTP 408", None),
-        (429, {"error": {"message": "slow"}}, {"Retry-After": "3"}, RateLimited, "slow", 3.0),
-        (503, {"error": {"message": "full"}}, {"Retry-After": "2"}, Overloaded, "full", 2.0),
-        (500, {"error": {"message": "boom"}}, {}, UpstreamError, "HTTP 500: boom", None),
+        (429, {"error": {"message": "slow"}}, {"Retry-After": "3"}, RateLimited, "HTTP 429", 3.0),
+        (503, {"error": {"message": "full"}}, {"Retry-After": "2"}, Overloaded, "HTTP 503", 2.0),
+        (500, {"error": {"message": "boom"}}, {}, UpstreamError, "failed (HTTP 500)", None),
         (504, "", {}, UpstreamTimeout, "HTTP 504", None),
     ],
 )
@@ -277,6 +277,10 @@ async def test_http_errors_raise_before_any_event(
     assert type(info.value) is kind
     assert fragment in info.value.message
     assert info.value.retry_after == retry_after
+    # The request id for the client; the upstream's address only in the detail (the log).
+    assert info.value.request_id == "req-1"
+    assert fake.base_url not in info.value.message
+    assert info.value.detail is not None and fake.base_url in info.value.detail
 
 
 @pytest.mark.asyncio
@@ -290,7 +294,8 @@ async def test_an_upstream_that_echoes_the_key_does_not_leak_it(
         await events_of(engine)
     assert SECRET not in info.value.message
     assert SECRET not in str(info.value)
-    assert "***" in info.value.message
+    assert info.value.detail is not None
+    assert SECRET not in info.value.detail and "***" in info.value.detail
 
 
 def _closed_port() -> int:
@@ -301,11 +306,16 @@ def _closed_port() -> int:
 
 
 @pytest.mark.asyncio
-async def test_connection_refused_names_the_upstream(engines: Engines) -> None:
+async def test_connection_refused_names_the_upstream_in_the_log_only(
+    engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     engine = await engines(url)
-    with pytest.raises(UpstreamError, match=f"cannot reach upstream {url}"):
+    with pytest.raises(UpstreamError) as info:
         await events_of(engine)
+    assert info.value.message == "cannot reach the upstream model server"
+    logged = [record.getMessage() for record in caplog.records if "req-1" in record.getMessage()]
+    assert len(logged) == 1 and f"cannot reach upstream {url}" in logged[0]
 
 
 @pytest.mark.asyncio
@@ -374,8 +384,9 @@ async def test_an_error_inside_the_stream_is_raised_after_the_partial_answer(
         async for event in engine.stream(request(), context()):
             seen.append(event)
 
-    with pytest.raises(UpstreamError, match="the engine crashed"):
+    with pytest.raises(UpstreamError) as info:
         await consume()
+    assert info.value.detail is not None and "the engine crashed" in info.value.detail
     assert seen == [Start(CARD.id, engine.name), TextDelta(0, "one"), TextDelta(0, "two")]
 
 

@@ -68,6 +68,7 @@ ERROR_TYPES: dict[type[ModelportError], str] = {
     errors.NotFound: "not_found_error",
     errors.ModelNotFound: "not_found_error",
     errors.PayloadTooLarge: "request_too_large",
+    errors.RequestTimeout: "invalid_request_error",
     errors.RateLimited: "rate_limit_error",
     errors.Overloaded: "overloaded_error",
     errors.BackendUnavailable: "overloaded_error",

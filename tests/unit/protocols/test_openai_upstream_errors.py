@@ -67,16 +67,11 @@ def error(status: int, body: Any, retry_after: str | None = None) -> ModelportEr
             "field required",
         ),
         (401, {"error": {"message": "Incorrect API key"}}, UpstreamError, "credentials"),
-        (403, {"error": "forbidden"}, UpstreamError, "api_key"),
-        (
-            404,
-            {"error": {"message": "The model `x` does not exist."}},
-            UpstreamError,
-            "'Qwen/Qwen3-8B'",
-        ),
+        (403, {"error": "forbidden"}, UpstreamError, "HTTP 403"),
+        (404, {"error": {"message": "The model `x` does not exist."}}, UpstreamError, "model"),
         (408, b"", UpstreamTimeout, "HTTP 408"),
-        (504, b"<html>gateway timeout</html>", UpstreamTimeout, "gateway timeout"),
-        (500, {"message": "CUDA out of memory"}, UpstreamError, "CUDA out of memory"),
+        (504, b"<html>gateway timeout</html>", UpstreamTimeout, "timed out (HTTP 504)"),
+        (500, {"message": "CUDA out of memory"}, UpstreamError, "failed (HTTP 500)"),
         (502, b"", UpstreamError, "HTTP 502"),
     ],
 )
@@ -86,6 +81,55 @@ def test_http_errors_map_onto_the_error_tree(
     mapped = error(status, body)
     assert type(mapped) is kind
     assert fragment in mapped.message
+    # The upstream's address is never shown, its own words only for a refusal the client
+    # caused; both are in the detail, for the log.
+    assert "http://up:8000" not in mapped.message
+    assert mapped.detail is not None and "http://up:8000/v1" in mapped.detail
+    shown = status in (400, 422)
+    words = error_detail(body if isinstance(body, bytes) else json.dumps(body).encode())
+    assert words is None or words in mapped.detail
+    assert words is None or (words in mapped.message) is shown
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "internal boom at /srv/vllm/engine.py line 42",
+        "see http://10.9.8.7:8000/docs",
+        "connect to 10.9.8.7 failed",
+        "worker gpu-node-3.internal:8001 is down",
+        'Traceback (most recent call last):\n  File "x", line 1',
+        "cannot open C:\\models\\qwen.gguf",
+    ],
+)
+def test_a_client_caused_refusal_that_reveals_internals_is_made_generic(words: str) -> None:
+    for status in (400, 422):
+        mapped = error(status, {"error": {"message": words}})
+        assert type(mapped) is InvalidRequest
+        assert mapped.message == f"the upstream model server refused the request (HTTP {status})"
+        assert mapped.detail is not None and words in mapped.detail
+    overflow = error(400, {"error": {"message": "context length 10 exceeded at /srv/x.py"}})
+    assert isinstance(overflow, ContextLengthExceeded)
+    assert "/srv" not in overflow.message
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "temperature must be at most 2",
+        "top_k must be >= -1, got 2147483648",
+        "max_tokens/max_completion_tokens must be positive",
+        "'messages' is a required property",
+    ],
+)
+def test_a_helpful_client_caused_refusal_keeps_its_words(words: str) -> None:
+    mapped = error(400, {"error": {"message": words}})
+    assert type(mapped) is InvalidRequest and mapped.message == words
+
+
+def test_a_long_refusal_is_clipped() -> None:
+    mapped = error(400, {"error": {"message": "no " * 10_000}})
+    assert len(mapped.message) <= 501 and mapped.message.endswith("…")
 
 
 def test_rate_limits_and_overload_carry_retry_after() -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets as random_source
+import zlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelport.core.errors import AuthenticationFailed, InvalidRequest, NotFound
+from modelport.services.accounts import create_account_key
 from modelport.services.keys import (
+    LAST_ADMIN_KEY,
     KeyService,
     Principal,
     create_key,
@@ -20,9 +24,10 @@ from modelport.services.keys import (
     generate_secret,
     hash_secret,
     revoke_key,
+    well_formed,
 )
 from modelport.store import migrate
-from modelport.store.base import ApiKeyRecord, KeyGrant, Role
+from modelport.store.base import ApiKeyRecord, KeyGrant, KeyLimits, Role
 from modelport.store.sql import SqlStore
 
 
@@ -80,11 +85,47 @@ def store(tmp_path: Path) -> Iterator[CountingStore]:
         yield CountingStore(sql)
 
 
-def test_secrets_are_long_random_and_prefixed() -> None:
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def crc32_base62(text: str) -> str:
+    """The checksum as a secret scanner would compute it (written out here, independently)."""
+    value, digits = zlib.crc32(text.encode()), ""
+    while value:
+        value, digit = divmod(value, 62)
+        digits = BASE62[digit] + digits
+    return digits.rjust(6, "0")
+
+
+def test_secrets_are_long_random_prefixed_and_checksummed() -> None:
     secrets = {generate_secret() for _ in range(200)}
     assert len(secrets) == 200
     for secret in secrets:
-        assert re.fullmatch(r"sk-mp-[A-Za-z0-9_-]{43}", secret)
+        assert re.fullmatch(r"sk-mp-[0-9A-Za-z]{43}[0-9A-Za-z]{6}", secret)
+        assert secret[-6:] == crc32_base62(secret[:-6])
+        assert well_formed(secret)
+    # All 62 characters turn up in the random part (no alphabet is left out by mistake).
+    assert set("".join(secret[6:-6] for secret in secrets)) == set(BASE62)
+
+
+def test_a_wrong_checksum_is_not_well_formed() -> None:
+    secret = generate_secret()
+    for position in (6, 30, len(secret) - 1):  # the random part and the checksum
+        replacement = "a" if secret[position] != "a" else "b"
+        assert not well_formed(secret[:position] + replacement + secret[position + 1 :])
+    assert not well_formed(secret[:-1] + "é")  # not ASCII: refused, not a TypeError
+    assert not well_formed(secret + "0")
+    assert not well_formed(secret.replace("sk-mp-", "sk-xx-"))
+
+
+class CountingCache(dict[str, Any]):
+    """The service's cache, counting reads."""
+
+    reads = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
 
 
 def test_created_keys_store_a_hash_and_a_display_prefix_only(store: CountingStore) -> None:
@@ -141,10 +182,46 @@ async def test_unknown_key_fails_without_echoing_it(store: CountingStore) -> Non
 @pytest.mark.asyncio
 async def test_garbage_is_rejected_without_a_lookup(store: CountingStore) -> None:
     service = KeyService(store, ttl=60)
-    for garbage in ("Bearer x", "sk-other", "sk-mp-" + "a" * 300):
+    for garbage in ("Bearer x", "sk-other", "sk-mp-" + "a" * 300, "sk-mp-" + "a" * 48):
         with pytest.raises(AuthenticationFailed, match="Invalid API key"):
             await service.authenticate(garbage)
     assert store.lookups == 0
+
+
+@pytest.mark.asyncio
+async def test_a_mistyped_key_fails_before_the_cache_and_the_store(store: CountingStore) -> None:
+    _record, secret = create_key(store, "alice")
+    service = KeyService(store, ttl=60)
+    cache = CountingCache()
+    service._cache = cache
+    position = 20
+    typo = secret[:position] + ("x" if secret[position] != "x" else "y") + secret[position + 1 :]
+    with pytest.raises(AuthenticationFailed, match="Invalid API key") as raised:
+        await service.authenticate(typo)
+    assert raised.value.status == 401
+    assert (store.lookups, cache.reads) == (0, 0)
+    await service.authenticate(secret)  # the real one still works, through both
+    assert (store.lookups, cache.reads) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_keys_issued_before_the_checksum_keep_working(store: CountingStore) -> None:
+    old = "sk-mp-" + random_source.token_urlsafe(32)  # how keys were made before
+    assert len(old) == 49
+    record = store.create_key(
+        name="old",
+        prefix=old[:12],
+        secret_hash=hash_secret(old),
+        role="user",
+        created_at=datetime.now(UTC),
+    )
+    service = KeyService(store, ttl=60)
+    assert (await service.authenticate(old)).key_id == record.id
+    # An old-shaped guess is looked up (only the store can tell), and fails.
+    with pytest.raises(AuthenticationFailed, match="Invalid API key"):
+        await service.authenticate("sk-mp-" + random_source.token_urlsafe(32))
+    assert store.lookups == 2
+    assert revoke_key(store, old).id == record.id  # and can be revoked by its secret
 
 
 @pytest.mark.asyncio
@@ -262,12 +339,44 @@ def test_admin_key_is_issued_once(store: CountingStore) -> None:
     assert record is not None
     assert (record.name, record.role) == ("admin", "admin")
     assert ensure_admin_key(store) is None
+    create_key(store, "second admin", role="admin")
     revoke_key(store, "admin")
-    assert ensure_admin_key(store) is None  # even with no active keys left
-    assert len(store.list_keys(include_revoked=True)) == 1
+    assert ensure_admin_key(store) is None  # even with the first admin key revoked
+    assert len(store.list_keys(include_revoked=True)) == 2
 
 
 def test_no_admin_key_when_keys_already_exist(store: CountingStore) -> None:
     create_key(store, "made-before-first-start")
     assert ensure_admin_key(store) is None
     assert [key.name for key in store.list_keys()] == ["made-before-first-start"]
+
+
+def test_the_last_admin_key_cannot_be_revoked(store: CountingStore) -> None:
+    first, _ = create_key(store, "admin", role="admin")
+    user, _ = create_key(store, "user")
+    with pytest.raises(InvalidRequest, match="last active admin key") as raised:
+        revoke_key(store, "admin")
+    assert raised.value.code == LAST_ADMIN_KEY
+    assert raised.value.status == 400
+    assert [key.id for key in store.list_keys()] == [first.id, user.id]  # nothing revoked
+    assert revoke_key(store, "user").id == user.id  # user keys: no such rule
+
+    second, _ = create_key(store, "deputy", role="admin")
+    assert revoke_key(store, "admin").id == first.id  # another admin key remains
+    with pytest.raises(InvalidRequest, match=f"API key id {second.id} is the last"):
+        revoke_key(store, str(second.id))
+
+
+def test_an_expired_admin_key_does_not_count_as_another(store: CountingStore) -> None:
+    create_key(store, "admin", role="admin")
+    expired, _ = create_account_key(store, "expired", admin=True)
+    store.set_key_limits(expired.id, KeyLimits(expires_at=datetime.now(UTC) - timedelta(days=1)))
+    with pytest.raises(InvalidRequest, match="last active admin key"):
+        revoke_key(store, "admin")
+    assert revoke_key(store, "expired").id == expired.id  # not live: revoking it is harmless
+
+
+def test_revoke_finds_a_name_given_with_white_space(store: CountingStore) -> None:
+    record, _ = create_key(store, "  ci bot ")
+    assert record.name == "ci bot"
+    assert revoke_key(store, "\tci bot  ").id == record.id

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import msgspec
 
-from modelport.core.errors import InvalidRequest
+from modelport.core.errors import InvalidRequest, clip
 from modelport.core.types import (
     ChatRequest,
     Effort,
@@ -48,7 +48,11 @@ from modelport.core.types import (
     ToolResultPart,
 )
 from modelport.protocols.anthropic import wire
-from modelport.protocols.validation import decode_json_object, invalid_from_msgspec
+from modelport.protocols.validation import (
+    DETAIL_LIMIT,
+    decode_json_object,
+    invalid_from_msgspec,
+)
 
 T = TypeVar("T")
 
@@ -76,7 +80,7 @@ class MessagesOptions(msgspec.Struct, frozen=True):
 
 def decode_messages_request(body: bytes) -> tuple[ChatRequest, MessagesOptions]:
     """Validate a `/v1/messages` body; raise InvalidRequest naming the field."""
-    parsed = _convert(decode_json_object(body), wire.MessagesRequest, "")
+    parsed = _convert(_decode(body, wire.MessagesRequest), wire.MessagesRequest, "")
     stop = tuple(item for item in parsed.stop_sequences or () if item)
     sampling = Sampling(
         temperature=parsed.temperature, top_p=parsed.top_p, top_k=parsed.top_k, stop=stop
@@ -88,7 +92,7 @@ def decode_messages_request(body: bytes) -> tuple[ChatRequest, MessagesOptions]:
 
 def decode_count_tokens_request(body: bytes) -> ChatRequest:
     """Validate a `/v1/messages/count_tokens` body (no `max_tokens` needed)."""
-    parsed = _convert(decode_json_object(body), wire.CountTokensRequest, "")
+    parsed = _convert(_decode(body, wire.CountTokensRequest), wire.CountTokensRequest, "")
     return _canonical(parsed, sampling=Sampling(), max_output_tokens=None)
 
 
@@ -124,6 +128,11 @@ def _response_format(parsed: wire.CountTokensRequest) -> ResponseFormat:
 # Errors
 
 
+def _decode(body: bytes, shape: type) -> dict[str, object]:
+    """The body as a JSON object; a number out of range is named the Anthropic way."""
+    return decode_json_object(body, shape, lambda exc: _invalid(exc, ""))
+
+
 def _convert(value: object, target: type[T], where: str) -> T:
     """msgspec.convert, with a failure reported at `where` plus msgspec's own path."""
     try:
@@ -138,6 +147,7 @@ def _invalid(exc: msgspec.ValidationError, where: str) -> InvalidRequest:
     cut = detail.rfind(" - at `$")
     if cut >= 0:
         detail = detail[:cut]
+    detail = clip(detail, DETAIL_LIMIT)  # msgspec repeats a wrong enum or tag value
     path = [where] if where else []
     if inner:
         path.append(_INDEX.sub(r".\1", inner))
@@ -169,9 +179,9 @@ def _unsupported(kind: str, role: str, where: str) -> InvalidRequest:
     else:
         misplaced = kind in _ASSISTANT_ONLY or wire.is_server_tool_block(kind)
     if misplaced:
-        return _error(f"{where}.type", f"A '{kind}' block is not allowed in {role} messages.")
+        return _error(f"{where}.type", f"A '{clip(kind)}' block is not allowed in {role} messages.")
     return _error(
-        f"{where}.type", f"Content blocks of type '{kind}' are not supported on this server."
+        f"{where}.type", f"Content blocks of type '{clip(kind)}' are not supported on this server."
     )
 
 
@@ -206,7 +216,7 @@ def _text_only(content: str | list[wire.RawBlock], where: str) -> list[Part]:
         at = f"{where}.{index}"
         kind = _block_type(block, at)
         if kind != "text":
-            raise _error(f"{at}.type", f"Only text blocks are allowed here, not '{kind}'.")
+            raise _error(f"{at}.type", f"Only text blocks are allowed here, not '{clip(kind)}'.")
         text = _convert(block, wire.TextBlock, at).text
         if text:
             parts.append(TextPart(text))
@@ -284,7 +294,7 @@ def _tool_result(block: wire.ToolResultBlock, where: str) -> list[Part]:
             texts.append(_convert(item, wire.ToolReferenceBlock, at).tool_name)
         else:
             raise _error(
-                f"{at}.type", f"Tool result blocks of type '{kind}' are not supported here."
+                f"{at}.type", f"Tool result blocks of type '{clip(kind)}' are not supported here."
             )
     content = "\n".join(text for text in texts if text)
     result = ToolResultPart(block.tool_use_id, content, is_error=bool(block.is_error))
@@ -302,13 +312,16 @@ def _tools(tools: Sequence[wire.ToolDef]) -> tuple[Tool, ...]:
         if tool.type not in (None, "custom"):
             raise _error(
                 where,
-                f"'{tool.name}' (type '{tool.type}') is one of Anthropic's server tools, which "
-                "are not available on this server; define a custom tool with an input_schema.",
+                f"'{clip(tool.name)}' (type '{clip(tool.type)}') is one of Anthropic's server "
+                "tools, which are not available on this server; define a custom tool with an "
+                "input_schema.",
             )
         if tool.input_schema is None:
             raise _error(f"{where}.input_schema", "Field required")
         if tool.name in seen:
-            raise _error(f"{where}.name", f"Tool names must be unique: '{tool.name}' repeats.")
+            raise _error(
+                f"{where}.name", f"Tool names must be unique: '{clip(tool.name)}' repeats."
+            )
         seen.add(tool.name)
         out.append(
             Tool(
@@ -331,7 +344,8 @@ def _tool_choice(choice: wire.ToolChoiceParam | None, names: set[str]) -> tuple[
             raise _error("tool_choice.name", 'tool_choice "tool" needs the name of a tool.')
         if choice.name not in names:
             raise _error(
-                "tool_choice.name", f"tool_choice names '{choice.name}', which is not in tools."
+                "tool_choice.name",
+                f"tool_choice names '{clip(choice.name)}', which is not in tools.",
             )
         return ToolChoice("named", choice.name), parallel
     if choice.type == "any":

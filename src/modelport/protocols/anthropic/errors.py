@@ -22,6 +22,7 @@ from modelport.core.errors import (
     PermissionDenied,
     RateLimited,
     UpstreamTimeout,
+    client_message,
 )
 
 # First match wins, so a subclass needing its own type would go before its base.
@@ -48,15 +49,16 @@ def error_type(error: ModelportError) -> str:
 
 
 def error_message(error: ModelportError) -> str:
-    """The message a client sees. A context overflow with both numbers known uses Anthropic's
-    own wording, which Claude Code parses to tell the user what happened."""
+    """The message a client sees (`core.errors.client_message`: bounded, with the request id
+    when known; never the detail). A context overflow with both numbers known uses Anthropic's
+    own wording exactly, which Claude Code parses to tell the user what happened."""
     if (
         isinstance(error, ContextLengthExceeded)
         and error.prompt_tokens is not None
         and error.limit is not None
     ):
         return f"prompt is too long: {error.prompt_tokens} tokens > {error.limit} maximum"
-    return error.message
+    return client_message(error)
 
 
 def error_object(error: ModelportError) -> dict[str, Any]:
@@ -64,8 +66,10 @@ def error_object(error: ModelportError) -> dict[str, Any]:
 
 
 def error_body(error: ModelportError, request_id: str | None = None) -> bytes:
-    """The whole error response body; `request_id` only when given."""
+    """The whole error response body; `request_id` (given, or the error's own) only when
+    known."""
     body: dict[str, Any] = {"type": "error", "error": error_object(error)}
+    request_id = request_id or error.request_id
     if request_id is not None:
         body["request_id"] = request_id
     return msgspec.json.encode(body)

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from modelport.core.errors import InvalidRequest
+from modelport.core.errors import InvalidRequest, clip
 from modelport.core.ids import tool_call_id
 from modelport.core.types import (
     ChatRequest,
@@ -26,6 +26,8 @@ from modelport.core.types import (
 from modelport.protocols.openai import wire
 from modelport.protocols.validation import decode_json_object, invalid_from_msgspec
 
+MAX_TOKEN_ID = 2**31 - 1  # engines keep token ids in 32-bit ints
+
 
 class StreamSettings(msgspec.Struct, frozen=True):
     stream: bool
@@ -34,7 +36,7 @@ class StreamSettings(msgspec.Struct, frozen=True):
 
 def decode_chat_request(body: bytes) -> tuple[ChatRequest, StreamSettings]:
     """Validate an OpenAI chat completions body; raise InvalidRequest naming the field."""
-    raw = decode_json_object(body)
+    raw = decode_json_object(body, wire.ChatCompletionRequest)
     try:
         parsed = msgspec.convert(raw, wire.ChatCompletionRequest)
     except msgspec.ValidationError as exc:
@@ -116,7 +118,8 @@ def _tool_choice(parsed: wire.ChatCompletionRequest, tool_names: set[str]) -> To
     if isinstance(choice, wire.NamedToolChoice):
         if choice.function.name not in tool_names:
             raise InvalidRequest(
-                f"tool_choice names the function {choice.function.name!r}, which is not in tools.",
+                f"tool_choice names the function {clip(choice.function.name)!r}, which is not "
+                "in tools.",
                 param="tool_choice",
             )
         return ToolChoice("named", choice.function.name)
@@ -130,15 +133,14 @@ def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
         return None
     result: dict[int, float] = {}
     for key, value in bias.items():
-        try:
-            token = int(key)
-        except ValueError:
+        # Digits only, and few enough to convert cheaply (int() of a 5,000-digit string fails).
+        token = int(key) if key.isascii() and key.isdigit() and len(key) <= 10 else -1
+        if not 0 <= token <= MAX_TOKEN_ID:
             raise InvalidRequest(
-                f"logit_bias keys must be token ids (integers as strings), got {key!r}.",
+                f"logit_bias keys must be token ids from 0 to {MAX_TOKEN_ID} (integers as "
+                f"strings), got {clip(key)!r}.",
                 param="logit_bias",
-            ) from None
-        if token < 0:
-            raise InvalidRequest(f"logit_bias token id {token} is negative.", param="logit_bias")
+            )
         result[token] = value
     return result
 

@@ -1,4 +1,5 @@
-"""Errors in the OpenAI shape: `{"error": {"message", "type", "param", "code"}}`."""
+"""Errors in the OpenAI shape: `{"error": {"message", "type", "param", "code"}}`; the message
+is `core.errors.client_message` (bounded, with the request id when known), never the detail."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ from typing import Any
 
 import msgspec
 
-from modelport.core.errors import ModelportError
+from modelport.core.errors import ModelportError, client_message
 
 
 def error_object(error: ModelportError) -> dict[str, Any]:
-    return {"message": error.message, "type": error.type, "param": error.param, "code": error.code}
+    return {
+        "message": client_message(error),
+        "type": error.type,
+        "param": error.param,
+        "code": error.code,
+    }
 
 
 def error_body(error: ModelportError) -> bytes:

@@ -199,7 +199,8 @@ class StreamTranslator:
                     None, clip(data), None, self._upstream, self._model, None
                 ) from None
             raise UpstreamError(
-                f"upstream sent an unreadable stream chunk ({exc}): {clip(data)}"
+                "the upstream model server sent an unreadable stream chunk",
+                detail=f"unreadable stream chunk ({exc}): {clip(data)}",
             ) from None
         if chunk.error is not None or chunk.object == "error" or event == "error":
             message, code = _chunk_error(chunk)

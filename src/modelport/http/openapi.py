@@ -1,0 +1,619 @@
+"""The OpenAPI 3.1 document of the whole HTTP API, served without a key at `GET /openapi.json`.
+
+Generated, never written by hand, so it cannot drift from the code:
+- the paths are the app's route table (`handler(routes)` is given it), every alias prefix
+  included, plus `…/models/{model_id}` under every prefix that lists models and the account
+  API under `/api/v1/`; a route the table gains without a description here fails the build
+  (and so the test that builds it);
+- request bodies are the msgspec Structs that validate them (`protocols/openai/wire`,
+  `protocols/anthropic/wire`) and, for the account API, `openapi_shapes`; responses are
+  `openapi_shapes`; all turned into JSON Schema by `msgspec.json.schema_components`;
+- the error statuses and their codes come from the error tree (`core.errors`), in each door's
+  error shape: OpenAI's on the OpenAI door and the account API, Anthropic's on its door.
+
+Built once, on the first request (a few milliseconds), then served as cached bytes.
+Imports nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from modelport import __version__
+from modelport.core import errors as core_errors
+from modelport.core.errors import ModelportError
+from modelport.http import openapi_shapes as shapes
+from modelport.http.account_routes import PREFIX as ACCOUNT_PREFIX
+from modelport.http.exchange import Exchange
+from modelport.http.state import AppState
+from modelport.protocols.anthropic import wire as anthropic_wire
+from modelport.protocols.openai import wire as openai_wire
+
+OPENAPI_VERSION = "3.1.0"
+DOCUMENT_PATH = "/openapi.json"
+_REF = "#/components/schemas/"
+
+Operation = dict[str, Any]
+Handler = Callable[[AppState, Exchange], Awaitable[None]]
+
+# Component names msgspec qualifies because two modules define a type of that name.
+_RENAMES = {
+    "modelport.protocols.openai.wire.": "OpenAI",
+    "modelport.protocols.anthropic.wire.": "Anthropic",
+}
+
+_SCHEMA_TYPES: tuple[Any, ...] = (
+    openai_wire.ChatCompletionRequest,
+    shapes.ChatCompletion,
+    shapes.ChatCompletionChunk,
+    shapes.OpenAIModelList,
+    shapes.OpenAIError,
+    anthropic_wire.MessagesRequest,
+    anthropic_wire.CountTokensRequest,
+    shapes.AnthropicMessage,
+    shapes.CountTokensResponse,
+    shapes.AnthropicModelList,
+    shapes.AnthropicError,
+    shapes.Health,
+    shapes.CreateUser,
+    shapes.TopUp,
+    shapes.CreateKey,
+    shapes.Account,
+    shapes.AccountList,
+    shapes.KeyList,
+    shapes.CreatedKey,
+    shapes.RevokedKey,
+    shapes.Ledger,
+    shapes.Generation,
+    shapes.UsageTotals,
+)
+
+# Both ways of sending a key; either one will do.
+_KEYED: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
+_PUBLIC: list[dict[str, list[str]]] = []
+
+_E = core_errors
+# What any request may meet: too many in flight from its address, or an address throttled
+# after failed authentications (429), and a failure of the server's own (500).
+_ANY: tuple[type[ModelportError], ...] = (_E.RateLimited, _E.InternalError)
+_INFERENCE_ERRORS: tuple[type[ModelportError], ...] = (
+    *_ANY,
+    _E.InvalidRequest,
+    _E.AuthenticationFailed,
+    _E.InsufficientBalance,
+    _E.PermissionDenied,
+    _E.NotFound,
+    _E.PayloadTooLarge,
+    _E.UpstreamError,
+    _E.Overloaded,
+    _E.UpstreamTimeout,
+)
+_COUNT_ERRORS = tuple(e for e in _INFERENCE_ERRORS if e is not _E.InsufficientBalance)
+_ACCOUNT_ERRORS: tuple[type[ModelportError], ...] = (
+    *_ANY,
+    _E.InvalidRequest,
+    _E.AuthenticationFailed,
+    _E.PermissionDenied,
+    _E.NotFound,
+    _E.PayloadTooLarge,
+)
+_PUBLIC_ERRORS = _ANY
+_MODEL_ERRORS: tuple[type[ModelportError], ...] = (*_ANY, _E.NotFound)
+
+
+def handler(routes: Mapping[str, Mapping[str, object]]) -> Handler:
+    """The route that serves the document of `routes` (path -> method -> handler), built on
+    the first request: the table is complete by then, this route included."""
+    cached: list[bytes] = []
+
+    async def openapi_json(state: AppState, exchange: Exchange) -> None:
+        if not cached:
+            cached.append(msgspec.json.encode(build_document(routes)))
+        await exchange.respond(200, cached[0])
+
+    return openapi_json
+
+
+def build_document(routes: Mapping[str, Iterable[str]]) -> dict[str, Any]:
+    """The OpenAPI document for a route table (path -> its methods) and the account API.
+
+    Raises LookupError for a route this module cannot describe."""
+    paths: dict[str, dict[str, Operation]] = {}
+    for path, methods in routes.items():
+        for method in methods:
+            paths.setdefault(path, {})[method.lower()] = _route_operation(path, method)
+        if path.endswith("/models"):
+            paths[path + "/{model_id}"] = {"get": _model_operation(path)}
+    for method, tail, operation in _account_operations():
+        paths.setdefault(ACCOUNT_PREFIX + tail, {})[method.lower()] = operation
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            operation["operationId"] = _operation_id(method, path)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "modelport",
+            "version": __version__,
+            "summary": "A self-hosted LLM API gateway: OpenAI- and Anthropic-compatible doors, "
+            "keys, metering and billing.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": "/"}],
+        "tags": [
+            {"name": "OpenAI", "description": "The OpenAI-compatible door (docs/api.md)."},
+            {
+                "name": "Anthropic",
+                "description": "The Anthropic Messages door (docs/anthropic.md).",
+            },
+            {"name": "Account", "description": "What a key's owner may see (docs/billing.md)."},
+            {"name": "Admin", "description": "Users, keys and usage: admin keys only."},
+            {"name": "Server", "description": "Health and this document."},
+        ],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer sk-…` (OpenAI clients).",
+                },
+                "apiKeyHeader": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "`x-api-key: sk-…` (Anthropic clients).",
+                },
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ schemas
+
+
+def _schemas() -> dict[str, Any]:
+    _refs, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template=_REF + "{name}")
+    renames = {name: _readable(name) for name in components if _readable(name) != name}
+    if not renames:
+        return dict(sorted(components.items()))
+    renamed = _rename_refs(components, {_REF + old: _REF + new for old, new in renames.items()})
+    return dict(sorted((renames.get(name, name), schema) for name, schema in renamed.items()))
+
+
+def _readable(name: str) -> str:
+    for module, door in _RENAMES.items():
+        if name.startswith(module):
+            return door + name[len(module) :]
+    return name
+
+
+def _rename_refs(value: Any, refs: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: refs.get(item, item) if key == "$ref" else _rename_refs(item, refs)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_rename_refs(item, refs) for item in value]
+    return value
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+# Where both doors share a path (`/v1/models…`), errors take Anthropic's shape for a client that
+# sends `anthropic-version`, OpenAI's otherwise.
+SHARED_ERROR = "OpenAIError|AnthropicError"
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def _error_classes() -> list[type[ModelportError]]:
+    found: list[type[ModelportError]] = []
+    pending: list[type[ModelportError]] = [ModelportError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _errors(classes: Iterable[type[ModelportError]], shape: str) -> dict[str, dict[str, Any]]:
+    """The error responses for the errors `classes` and their subclasses, one per status,
+    each naming the codes it carries (`code` in OpenAI's shape); `shape` is the error body's
+    schema, or SHARED_ERROR."""
+    wanted = tuple(classes)
+    codes: dict[int, set[str]] = {}
+    for cls in _error_classes():
+        if issubclass(cls, wanted) and cls.code is not None:
+            codes.setdefault(cls.status, set()).add(cls.code)
+    schema = {"anyOf": [_ref(name) for name in shape.split("|")]} if "|" in shape else _ref(shape)
+    responses: dict[str, dict[str, Any]] = {}
+    for status in sorted(codes):
+        response = {
+            "description": "An error; codes: " + ", ".join(sorted(codes[status])) + ".",
+            "content": {"application/json": {"schema": schema}},
+        }
+        if status in (429, 503):
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again, when known.",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
+        responses[str(status)] = response
+    return responses
+
+
+# ------------------------------------------------------------------------------ the doors
+
+
+_ANTHROPIC_VERSION = {
+    "name": "anthropic-version",
+    "in": "header",
+    "required": False,
+    "description": "Sent by every Anthropic client; accepted, not required. On a path both "
+    "doors share (`/v1/models…`) it selects Anthropic's shapes.",
+    "schema": {"type": "string"},
+}
+
+
+def _is_anthropic_only(path: str) -> bool:
+    return path.startswith("/api/anthropic/")
+
+
+def _route_operation(path: str, method: str) -> Operation:
+    """The operation for one route of the app's table."""
+    if method == "GET" and path == "/health":
+        return {
+            "tags": ["Server"],
+            "summary": "Liveness: 200 while the server answers.",
+            "security": _PUBLIC,
+            "responses": {
+                "200": _json("Health", "Alive."),
+                **_errors(_PUBLIC_ERRORS, "OpenAIError"),
+            },
+        }
+    if method == "GET" and path == DOCUMENT_PATH:
+        return {
+            "tags": ["Server"],
+            "summary": "This document.",
+            "security": _PUBLIC,
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI 3.1 document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                **_errors(_PUBLIC_ERRORS, "OpenAIError"),
+            },
+        }
+    if method == "POST" and path.endswith("/chat/completions"):
+        return _chat_completions()
+    if method == "POST" and path.endswith("/messages/count_tokens"):
+        return _count_tokens()
+    if method == "POST" and path.endswith("/messages"):
+        return _messages()
+    if method == "GET" and path.endswith("/models"):
+        return _model_list(anthropic_only=_is_anthropic_only(path))
+    raise LookupError(f"openapi: no description for {method} {path}; add one to http/openapi.py")
+
+
+def _chat_completions() -> Operation:
+    return {
+        "tags": ["OpenAI"],
+        "summary": "A chat completion: one JSON body, or SSE chunks with `stream: true`.",
+        "description": "Unknown fields are ignored here and passed on to upstream servers.",
+        "security": _KEYED,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}},
+        },
+        "responses": {
+            "200": {
+                "description": "The answer: a `chat.completion`, or with `stream: true` a "
+                "stream of `data:` lines, each a `ChatCompletionChunk`, ending `data: [DONE]`.",
+                "content": {
+                    "application/json": {"schema": _ref("ChatCompletion")},
+                    "text/event-stream": {"schema": _SSE_EVENT},
+                },
+            },
+            **_errors(_INFERENCE_ERRORS, "OpenAIError"),
+        },
+    }
+
+
+# One server-sent event (before OpenAPI 3.2, a stream's `schema` describes each event): its
+# `data:` payload and, on the Anthropic door, its `event:` name.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+}
+
+
+def _messages() -> Operation:
+    return {
+        "tags": ["Anthropic"],
+        "summary": "A message: one JSON body, or Anthropic's SSE events with `stream: true`.",
+        "description": "Unknown fields are ignored. Claude model ids are served by the model "
+        "the operator names in MODELPORT_CLAUDE_MODEL; max_tokens above the model's limit is "
+        "clamped to it.",
+        "security": _KEYED,
+        "parameters": [_ANTHROPIC_VERSION],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("MessagesRequest")}},
+        },
+        "responses": {
+            "200": {
+                "description": "The answer: a `message`, or with `stream: true` Anthropic's "
+                "`event:`-typed stream (message_start … message_stop).",
+                "content": {
+                    "application/json": {"schema": _ref("AnthropicMessage")},
+                    "text/event-stream": {"schema": _SSE_EVENT},
+                },
+            },
+            **_errors(_INFERENCE_ERRORS, "AnthropicError"),
+        },
+    }
+
+
+def _count_tokens() -> Operation:
+    return {
+        "tags": ["Anthropic"],
+        "summary": "The size of a prompt in tokens, as the model would count it.",
+        "security": _KEYED,
+        "parameters": [_ANTHROPIC_VERSION],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("CountTokensRequest")}},
+        },
+        "responses": {
+            "200": _json("CountTokensResponse", "The count."),
+            **_errors(_COUNT_ERRORS, "AnthropicError"),
+        },
+    }
+
+
+def _model_list(*, anthropic_only: bool) -> Operation:
+    if anthropic_only:
+        return {
+            "tags": ["Anthropic"],
+            "summary": "The served models, in Anthropic's shape.",
+            "security": _PUBLIC,
+            "parameters": [_ANTHROPIC_VERSION],
+            "responses": {
+                "200": _json("AnthropicModelList", "One page holding every model."),
+                **_errors(_PUBLIC_ERRORS, "AnthropicError"),
+            },
+        }
+    return {
+        "tags": ["OpenAI", "Anthropic"],
+        "summary": "The catalog: OpenAI's shape, or Anthropic's for a client that sends "
+        "`anthropic-version`.",
+        "security": _PUBLIC,
+        "parameters": [_ANTHROPIC_VERSION],
+        "responses": {
+            "200": {
+                "description": "Every model that is not hidden.",
+                "content": {
+                    "application/json": {
+                        "schema": {"anyOf": [_ref("OpenAIModelList"), _ref("AnthropicModelList")]}
+                    }
+                },
+            },
+            **_errors(_PUBLIC_ERRORS, SHARED_ERROR),
+        },
+    }
+
+
+def _model_operation(list_path: str) -> Operation:
+    """`GET …/models/{model_id}` beside a model list."""
+    anthropic_only = _is_anthropic_only(list_path)
+    model_id = {
+        "name": "model_id",
+        "in": "path",
+        "required": True,
+        "description": "A catalog id; ids contain a slash (`qwen/qwen3-8b`), written as is.",
+        "schema": {"type": "string"},
+    }
+    if anthropic_only:
+        schema: dict[str, Any] = _ref("AnthropicModel")
+        error_shape = "AnthropicError"
+    else:
+        schema = {"anyOf": [_ref("OpenAIModel"), _ref("AnthropicModel")]}
+        error_shape = SHARED_ERROR
+    return {
+        "tags": ["Anthropic"] if anthropic_only else ["OpenAI", "Anthropic"],
+        "summary": "One model (Anthropic's shape for a client that sends `anthropic-version`).",
+        "security": _PUBLIC,
+        "parameters": [model_id, _ANTHROPIC_VERSION],
+        "responses": {
+            "200": {
+                "description": "The model.",
+                "content": {"application/json": {"schema": schema}},
+            },
+            **_errors(_MODEL_ERRORS, error_shape),
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ account API
+
+
+def _query(name: str, description: str, schema: dict[str, Any], *, required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+_STRING = {"type": "string"}
+_BY = _query(
+    "by",
+    "How to group the totals (default day).",
+    {"type": "string", "enum": ["day", "model", "key"]},
+)
+_SINCE = _query("since", "ISO 8601 date or time; UTC when it names no zone.", _STRING)
+_UNTIL = _query("until", "ISO 8601 date or time; UTC when it names no zone.", _STRING)
+_USER_NAME = _path("name", {"type": "string", "minLength": 1})
+
+
+def _account_op(
+    tag: str,
+    summary: str,
+    ok: tuple[int, str, str],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: str | None = None,
+) -> Operation:
+    status, schema, description = ok
+    operation: Operation = {"tags": [tag], "summary": summary, "security": _KEYED}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    operation["responses"] = {
+        str(status): _json(schema, description),
+        **_errors(_ACCOUNT_ERRORS, "OpenAIError"),
+    }
+    return operation
+
+
+def _account_operations() -> list[tuple[str, str, Operation]]:
+    """(method, path under /api/v1/, operation): the routes `account_routes` serves."""
+    return [
+        (
+            "GET",
+            "generation",
+            _account_op(
+                "Account",
+                "One request's usage row (OpenRouter's generation stats).",
+                (200, "Generation", "The row."),
+                parameters=[
+                    _query(
+                        "id",
+                        "The response's id (`chatcmpl-…`, `msg_…`) or the bare request id.",
+                        _STRING,
+                        required=True,
+                    )
+                ],
+            ),
+        ),
+        ("GET", "me", _account_op("Account", "The caller's account.", (200, "Account", "It."))),
+        (
+            "GET",
+            "usage",
+            _account_op(
+                "Account",
+                "The caller's account's usage totals.",
+                (200, "UsageTotals", "The totals."),
+                parameters=[_BY, _SINCE, _UNTIL],
+            ),
+        ),
+        ("GET", "admin/users", _account_op("Admin", "Every user.", (200, "AccountList", "Them."))),
+        (
+            "POST",
+            "admin/users",
+            _account_op("Admin", "A new user.", (201, "Account", "Created."), body="CreateUser"),
+        ),
+        (
+            "GET",
+            "admin/users/{name}",
+            _account_op(
+                "Admin", "One user.", (200, "Account", "The user."), parameters=[_USER_NAME]
+            ),
+        ),
+        (
+            "POST",
+            "admin/users/{name}/topup",
+            _account_op(
+                "Admin",
+                "Add to (or, negative, take from) a user's balance.",
+                (200, "Account", "The account after."),
+                parameters=[_USER_NAME],
+                body="TopUp",
+            ),
+        ),
+        (
+            "GET",
+            "admin/users/{name}/ledger",
+            _account_op(
+                "Admin",
+                "A user's ledger: top-ups, adjustments, charges.",
+                (200, "Ledger", "The entries."),
+                parameters=[_USER_NAME],
+            ),
+        ),
+        (
+            "GET",
+            "admin/keys",
+            _account_op(
+                "Admin",
+                "Every key (of one user, with `user`).",
+                (200, "KeyList", "The keys."),
+                parameters=[_query("user", "A user's name.", _STRING)],
+            ),
+        ),
+        (
+            "POST",
+            "admin/keys",
+            _account_op(
+                "Admin",
+                "A new key; its secret is in this answer only.",
+                (201, "CreatedKey", "Created."),
+                body="CreateKey",
+            ),
+        ),
+        (
+            "DELETE",
+            "admin/keys/{key_id}",
+            _account_op(
+                "Admin",
+                "Revoke a key.",
+                (200, "RevokedKey", "Revoked."),
+                parameters=[_path("key_id", {"type": "integer", "minimum": 0})],
+            ),
+        ),
+        (
+            "GET",
+            "admin/usage",
+            _account_op(
+                "Admin",
+                "Usage totals of every account, one user's, or one key's.",
+                (200, "UsageTotals", "The totals."),
+                parameters=[
+                    _BY,
+                    _query("user", "A user's name.", _STRING),
+                    _query("key", "A key's id.", {"type": "integer", "minimum": 0}),
+                    _SINCE,
+                    _UNTIL,
+                ],
+            ),
+        ),
+    ]
+
+
+def _operation_id(method: str, path: str) -> str:
+    words = [part.strip("{}") for part in path.replace(".", "_").split("/") if part]
+    return "_".join([method, *words])
