@@ -3,6 +3,7 @@ in-process model, and every error case a client can hit."""
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -294,6 +295,16 @@ BAD_PARAMETERS: list[tuple[dict[str, Any], str]] = [
         },
         "response_format",
     ),
+    (
+        {
+            "response_format": {
+                "type": "json_schema",
+                # the grammar alone held the event loop for 10.8 s
+                "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 10**8}},
+            }
+        },
+        "response_format",
+    ),
     ({"structured_outputs": "yes"}, "structured_outputs"),
     ({"tools": {"type": "function"}}, "tools"),
     (
@@ -372,6 +383,39 @@ def test_context_overflow_is_400_context_length_exceeded(server: RunningServer) 
     assert "maximum context length is 8192 tokens" in error["message"]
 
 
+def test_a_30_mb_prompt_is_refused_at_once_while_health_answers(server: RunningServer) -> None:
+    """Tokenizing 30 MB took llama.cpp half a minute: the engine refuses a prompt that long
+    without tokenizing it, and does its rendering off the event loop."""
+    done = threading.Event()
+    health: list[float] = []
+
+    def watch() -> None:
+        while not done.is_set():
+            began = time.monotonic()
+            assert httpx.get(server.base_url + "/health", timeout=30).status_code == 200
+            health.append(time.monotonic() - began)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        began = time.monotonic()
+        status, error = _error(
+            server,
+            {"model": LOCAL, "messages": [{"role": "user", "content": "hello " * 5_000_000}]},
+        )
+        took = time.monotonic() - began
+    finally:
+        done.set()
+        watcher.join()
+    assert took < 10
+    assert status == 400
+    assert error["code"] == "context_length_exceeded"
+    assert "maximum context length is 8192 tokens" in error["message"]
+    assert "at least" in error["message"]
+    assert health and max(health) < 1.0
+
+
 def test_max_tokens_beyond_the_context_is_clamped(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
         model=LOCAL, messages=HELLO, max_tokens=1_000_000, stop=["."]
@@ -431,6 +475,26 @@ def test_a_client_giving_up_on_a_whole_answer_stops_generation(
     started = time.monotonic()
     client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=4)
     assert time.monotonic() - started < 15
+
+
+def test_a_client_giving_up_on_a_long_prompt_frees_the_engine(
+    server: RunningServer, client: openai.OpenAI
+) -> None:
+    """The issue: a client gave up on a 1,000-message prompt, and the next one-token request
+    waited 113 s for the abandoned prompt's evaluation (0.16 s normally)."""
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": "hi"} for i in range(1001)
+    ]  # about 6,500 tokens
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server.base_url + "/v1/chat/completions",
+            json={"model": LOCAL, "messages": messages, "max_tokens": 1},
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+            timeout=httpx.Timeout(10, read=1.0),
+        )
+    started = time.monotonic()
+    client.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=1)
+    assert time.monotonic() - started < 10
 
 
 def test_keys_cli_create_use_revoke(server: RunningServer) -> None:

@@ -13,7 +13,8 @@ the schema. So `prepare_schema` walks the schema first and
   are filtered, a one-element `allOf` is merged into its parent, `true` becomes `{}`.
 
 The converter's string rule also admits raw control characters, which JSON forbids inside
-strings; `grammar_for` tightens that rule. Pure: no model needed.
+strings; `grammar_for` tightens that rule. `grammar_for` first checks the schema against the
+bounds of `schema_bounds.py` (how large a grammar it may ask for). Pure: no model needed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+from modelport.backends.llamacpp.schema_bounds import SchemaBudget
 from modelport.core.errors import InvalidRequest
 from modelport.core.types import ResponseFormat
 
@@ -104,6 +106,7 @@ def grammar_for(response_format: ResponseFormat) -> str | None:
         return None
     if response_format.schema is None:
         return JSON_GBNF  # any JSON object
+    SchemaBudget().check(response_format.schema, param=_PARAM, subject=_PARAM)
     return schema_grammar(response_format.schema)
 
 

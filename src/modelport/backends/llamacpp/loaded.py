@@ -2,9 +2,11 @@
 
 `LlamaCppEngine` (engine.py) builds one on first use. `config.instances` workers (one `Llama`
 and one thread each) take jobs from a dispatcher that sends each conversation's next turn to
-the instance whose KV cache already holds its earlier turns (dispatch.py); `stream` renders the
-prompt, submits a job and relays the worker's messages as canonical events. The event loop
-never calls into llama.cpp: messages cross over with `loop.call_soon_threadsafe`.
+the instance whose KV cache already holds its earlier turns (dispatch.py); `stream` has the
+request prepared (prepare.py: the prompt rendered and tokenized, a prompt that cannot fit
+refused, the grammar built, all on threads of their own), submits a job and relays the
+worker's messages as canonical events. The event loop never calls into llama.cpp, nor renders
+or tokenizes: messages cross over with `loop.call_soon_threadsafe`.
 
 Usage travels as events only: `Start` carries the prompt's size (the worker tokenizes before it
 generates), a running `Usage` follows every token the worker reports, and the final one from
@@ -20,16 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import unicodedata
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
 from modelport.backends.base import CallContext
 from modelport.backends.llamacpp.dispatch import Dispatcher
-from modelport.backends.llamacpp.logprobs import MAX_TOP
 from modelport.backends.llamacpp.model_file import read_train_context, resolve_model_path
-from modelport.backends.llamacpp.output_grammar import output_grammar
+from modelport.backends.llamacpp.prepare import Preparer
 from modelport.backends.llamacpp.sampling import plan_sampling
 from modelport.backends.llamacpp.worker import (
     Done,
@@ -39,16 +38,15 @@ from modelport.backends.llamacpp.worker import (
     ModelInfo,
     Piece,
     Ready,
-    VocabCounter,
     Worker,
     WorkerMessage,
 )
 from modelport.core.catalog import LlamaCppBackend, ModelCard
-from modelport.core.errors import InvalidRequest, Overloaded
+from modelport.core.errors import Overloaded
 from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta, Usage
 from modelport.core.reasoning import thinking_budget
-from modelport.core.types import ChatRequest, ImagePart
-from modelport.parsers.relay import ParsedRelay, output_parser_for, think_mode
+from modelport.core.types import ChatRequest
+from modelport.parsers.relay import ParsedRelay, output_parser_for
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 RETRY_AFTER_S = 3.0
@@ -63,22 +61,20 @@ class LoadedEngine:
         card: ModelCard,
         *,
         name: str,
-        path: Path,
         dispatcher: Dispatcher[Job],
         stopping: threading.Event,
         workers: list[Worker],
         info: ModelInfo,
+        preparer: Preparer,
     ) -> None:
         self.config = config
         self.card = card
         self.name = name
         self.info = info
-        self._path = path
         self._dispatcher = dispatcher
         self._stopping = stopping
         self._workers = workers
-        self._counter: VocabCounter | None = None
-        self._counter_lock = asyncio.Lock()
+        self._prep = preparer
 
     @classmethod
     async def load(
@@ -120,59 +116,49 @@ class LoadedEngine:
                 raise result
         info = results[0]
         assert isinstance(info, ModelInfo)
+        preparer = Preparer(path, info, card, name=name)
+        try:
+            await preparer.start()
+        except BaseException:
+            await preparer.aclose()
+            await _stop(stopping, dispatcher, workers)
+            raise
         return cls(
             config,
             card,
             name=name,
-            path=path,
             dispatcher=dispatcher,
             stopping=stopping,
             workers=workers,
             info=info,
+            preparer=preparer,
         )
 
     async def aclose(self) -> None:
         """Stop the workers: queued jobs fail with Overloaded, running ones stop at a token."""
         workers, self._workers = self._workers, []
         await _stop(self._stopping, self._dispatcher, workers)
-        counter, self._counter = self._counter, None
-        if counter is not None:
-            await asyncio.to_thread(counter.close)
+        await self._prep.aclose()
 
     async def count_text(self, text: str) -> int:
         """Tokens in generated text, with the model's tokenizer (no BOS, no special tokens)."""
-        counter = await self._vocab_counter()
-        return await asyncio.to_thread(counter.count_text, text)
+        return await self._prep.count_text(text)
 
     async def count_tokens(self, request: ChatRequest) -> int:
         """The request's prompt tokens, exactly as generation would count them: the same
-        template rendering and tokenizer, without taking a worker from generation."""
-        check_request(request)
-        prompt = self.render_prompt(request)
-        counter = await self._vocab_counter()
-        return await asyncio.to_thread(counter.count, prompt)
-
-    async def _vocab_counter(self) -> VocabCounter:
-        async with self._counter_lock:
-            if self._counter is None:
-                self._counter = await asyncio.to_thread(VocabCounter, self._path, self.info)
-            return self._counter
+        template rendering and tokenizer, off the event loop and without taking a worker
+        from generation. A prompt far too long to count is `ContextLengthExceeded`."""
+        return await self._prep.count(request, self._template_defaults(request))
 
     def render_prompt(self, request: ChatRequest) -> str:
         """The prompt text the engine tokenizes for `request`."""
-        info = self.info
-        prompt = info.template.render(request, defaults=self._template_defaults(request))
-        return unicodedata.normalize("NFC", prompt) if info.nfc else prompt
+        return self._prep.render(request, self._template_defaults(request))
 
     async def stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
-        info = self.info
-        check_request(request)
-        prompt = self.render_prompt(request)
-        # Thinking-2507's template ends the prompt inside an open think block.
-        starts_thinking = prompt.rstrip().endswith("<think>")
-        mode = think_mode(self.card, request, preopened=starts_thinking)
-        grammar = output_grammar(request, tool_format=self.card.tool_format, thinking=mode)
-        plan = plan_sampling(request, n_vocab=info.n_vocab, grammar=grammar)
+        # Rendered, tokenized (a prompt that cannot fit is refused here) and its grammar
+        # built off the event loop, before the job takes a place in the queue.
+        prepared = await self._prep.prepare(request, self._template_defaults(request))
+        plan = plan_sampling(request, n_vocab=self.info.n_vocab, grammar=prepared.grammar)
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         cancel = threading.Event()
@@ -185,12 +171,14 @@ class LoadedEngine:
 
         job = Job(
             request=request,
-            prompt=prompt,
+            prompt=prepared.prompt,
             plan=plan,
             emit=emit,
             cancel=cancel,
             think_budget=thinking_budget(self.card, request),
-            starts_thinking=starts_thinking,
+            # Thinking-2507's template ends the prompt inside an open think block.
+            starts_thinking=prepared.starts_thinking,
+            tokens=prepared.tokens,
         )
         self._submit(job)
         try:
@@ -244,21 +232,6 @@ async def _stop(
         worker.slot.inbox.put(None)
     for worker in workers:
         await asyncio.to_thread(worker.join)
-
-
-def check_request(request: ChatRequest) -> None:
-    """Refuse what this engine cannot do, before the request takes a place in the queue."""
-    if not request.messages:
-        raise InvalidRequest("messages must not be empty", param="messages")
-    if request.top_logprobs is not None and not 0 <= request.top_logprobs <= MAX_TOP:
-        raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP}", param="top_logprobs")
-    if request.max_output_tokens is not None and request.max_output_tokens < 1:
-        raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-    if any(isinstance(part, ImagePart) for message in request.messages for part in message.parts):
-        raise InvalidRequest(
-            "This model does not accept images (the local engine has no vision support).",
-            param="messages",
-        )
 
 
 def _events_of(message: WorkerMessage, *, parsed: bool) -> list[Event]:

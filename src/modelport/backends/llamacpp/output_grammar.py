@@ -15,6 +15,10 @@ Three things constrain an answer on the local engine:
 - `response_format` (`grammar.grammar_for`), when no tool call is forced.
 - Nothing else: "auto" tool choice stays free, and the parsers check what the model wrote.
 
+Every schema a grammar is built from is first held to the bounds of `schema_bounds.py` (the
+forced tools' schemas sharing one budget), and `grammar_key` names what a grammar is built
+from, for the engine's cache of compiled grammars (prepare.py).
+
 A thinking model must still be free to think. In thinking mode the grammar starts with an
 optional `<think>…</think>` block (its text never contains `</think>`); for Thinking-2507,
 whose prompt already opened the block, with the rest of that block. When the engine closes the
@@ -29,9 +33,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from modelport.backends.llamacpp.grammar import grammar_for, loosened, schema_grammar
+from modelport.backends.llamacpp.schema_bounds import SchemaBudget
 from modelport.core.catalog import ToolFormat
 from modelport.core.errors import InvalidRequest
 from modelport.core.types import ChatRequest, Tool
@@ -42,6 +48,8 @@ _GAP = "[ \\t\\n]{0,4}"
 _PARAMETER_END = '"\\n</parameter>\\n"'
 _JSON_VALUE_GBNF = JSON_GBNF.replace("root   ::= object", "root ::= value")
 _FUNCTION_END = '"</function>\\n</tool_call>"'
+# The most GBNF text one request's grammar may be: a backstop behind the schema bounds.
+MAX_GRAMMAR_BYTES = 2_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,7 @@ def output_grammar(
     forced = _forced_tools(request, tool_format)
     if forced:
         answer, param = (
-            _tool_calls(forced, tool_format, single=not request.parallel_tool_calls),
+            _tool_calls(request, forced, tool_format, single=not request.parallel_tool_calls),
             "tools",
         )
     else:
@@ -69,6 +77,7 @@ def output_grammar(
         if plain is None:
             return OutputGrammar()
         if thinking == "off":
+            plain = _bounded(plain, "response_format")
             return OutputGrammar(plain, plain)  # exactly the response_format grammar
         answer, param = _renamed(plain, "fmt-") + "\nanswer ::= fmt-root", "response_format"
     if thinking == "off":
@@ -80,7 +89,43 @@ def output_grammar(
     first = "\n".join(
         [start, answer] + ([] if thinking == "off" else [_text_without("</think>", "think-text")])
     )
-    return OutputGrammar(first, "root ::= answer\n" + answer, param)
+    return OutputGrammar(_bounded(first, param), "root ::= answer\n" + answer, param)
+
+
+def _bounded(gbnf: str, param: str) -> str:
+    """`gbnf`, unless it is larger than the engine allows: a backstop, since the schema
+    bounds (schema_bounds.py) keep grammars far below it."""
+    if len(gbnf) > MAX_GRAMMAR_BYTES:
+        raise InvalidRequest(
+            f"{param}: the grammar for this request would be larger than the local engine "
+            f"allows ({MAX_GRAMMAR_BYTES:,} bytes)",
+            param=param,
+        )
+    return gbnf
+
+
+def grammar_key(
+    request: ChatRequest, *, tool_format: ToolFormat, thinking: ThinkMode
+) -> bytes | None:
+    """What `output_grammar` builds from, as canonical JSON (whitespace and escapes as
+    msgspec writes them; key order kept, since the grammar writes properties in the order
+    the schema lists them): equal keys, equal grammars. None when nothing is constrained."""
+    forced = _forced_tools(request, tool_format)
+    if forced:
+        offered = {id(tool): index for index, tool in enumerate(request.tools)}
+        inputs: tuple[Any, ...] = (
+            "tools",
+            tool_format,
+            thinking,
+            request.parallel_tool_calls,
+            [(offered[id(tool)], tool.name, tool.parameters) for tool in forced],
+        )
+    elif request.response_format.type == "text":
+        return None
+    else:
+        response_format = request.response_format
+        inputs = ("response_format", thinking, response_format.type, response_format.schema)
+    return msgspec.json.encode(inputs)
 
 
 def _forced_tools(request: ChatRequest, tool_format: ToolFormat) -> list[Tool]:
@@ -102,7 +147,19 @@ def _forced_tools(request: ChatRequest, tool_format: ToolFormat) -> list[Tool]:
 # ---------------------------------------------------------------------------- tool calls
 
 
-def _tool_calls(tools: list[Tool], tool_format: ToolFormat, *, single: bool) -> str:
+def _tool_calls(
+    request: ChatRequest, tools: list[Tool], tool_format: ToolFormat, *, single: bool
+) -> str:
+    # The tools' schemas share one budget (schema_bounds.py): the grammar holds them all.
+    budget = SchemaBudget()
+    offered = {id(tool): index for index, tool in enumerate(request.tools)}
+    for tool in tools:
+        index = offered[id(tool)]
+        budget.check(
+            tool.parameters,
+            param=f"tools[{index}].function.parameters",
+            subject=f"tools[{index}] ({tool.name!r}) parameters",
+        )
     rules: list[str] = []
     names: list[str] = []
     for number, tool in enumerate(tools):

@@ -2,7 +2,9 @@
 dispatcher (dispatch.py) hands it.
 
 A `Llama` is not thread-safe (two threads on one object segfault), so only its worker thread
-ever touches it: loading, tokenizing the prompt, sampling, detokenizing. Results
+ever touches it: loading, evaluating the prompt (in chunks of `EVAL_CHUNK` tokens, so that a
+cancelled job stops within one), sampling, detokenizing. The prompt comes tokenized (prepare.py
+does it with a `VocabCounter`, a vocabulary-only copy of its own). Results
 go back to the asyncio side through the job's `emit` callback as `Ready`, `Piece`, `Done` or
 `Failed` messages; nothing else is shared with the event loop (the running token counts travel
 in the messages). ctypes releases the GIL inside llama.cpp, so instances run in parallel.
@@ -50,6 +52,10 @@ _LOAD_LOCK = threading.Lock()
 
 # GGUF `tokenizer.ggml.pre` values of tokenizers whose Hugging Face originals normalise to NFC.
 _NFC_PRETOKENIZERS = frozenset({"qwen2"})
+
+# Prompt tokens evaluated at a time: a cancelled job stops at the next chunk (about half a
+# second on SmolLM2 with one thread). Measured: no slower than llama-cpp-python's 512.
+EVAL_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     think_budget: int | None = None  # reasoning tokens allowed before the block is closed
     starts_thinking: bool = False  # the prompt ends inside an open think block
+    tokens: list[int] | None = None  # the prompt's tokens, when the engine has them already
 
     def is_cancelled(self) -> bool:
         return self.cancel.is_set()
@@ -265,7 +272,7 @@ class Worker:
 
     def _generate(self, llm: llama_cpp.Llama, info: ModelInfo, job: Job) -> Done | Failed:
         request, plan = job.request, job.plan
-        tokens = self._tokenize(llm, info, job.prompt)
+        tokens = job.tokens if job.tokens is not None else self._tokenize(llm, info, job.prompt)
         n_prompt = len(tokens)
         if n_prompt == 0:
             raise InvalidRequest("The messages rendered to an empty prompt.", param="messages")
@@ -282,15 +289,15 @@ class Worker:
         if max_tokens is None or max_tokens > room:
             # A documented choice: an output limit beyond the context is clamped, not refused.
             max_tokens, limit_reason = room, "context_full"
-        grammar = self._grammar(llm, plan.grammar, plan.grammar_param)
+        grammar = self._grammar(plan.grammar)
         resume_grammar = (
-            grammar
-            if plan.resume_grammar == plan.grammar
-            else self._grammar(llm, plan.resume_grammar, plan.grammar_param)
+            grammar if plan.resume_grammar == plan.grammar else self._grammar(plan.resume_grammar)
         )
         cached = self._reusable_prefix(llm, tokens)
 
         job.emit(Ready(n_prompt, cached))
+        if not self._evaluate_prompt(llm, tokens, job):
+            return self._cancelled(llm, tokens, job)
         llm.set_seed(plan.seed)
         processors = logits_processors(plan)
         vocab = llm._model.vocab
@@ -350,18 +357,59 @@ class Worker:
             tokens_out.close()
             self.slot.cached_text = job.prompt + output.decode("utf-8", errors="ignore")
         if finish is None:
-            # Cancelled: the consumer is usually gone, but an engine shutdown has one waiting.
-            stopping = self._stopping.is_set()
-            reason = (
-                "The local engine is shutting down." if stopping else "Generation was cancelled."
-            )
-            return Failed(Overloaded(reason, retry_after=5.0))
+            return self._stopped()
         tail = assembler.finish()
         rest = aligner.finish(assembler.released) if aligner is not None else ()
         if tail or rest:
             job.emit(Piece(tail, rest, generated, thinking.reasoning_tokens))
         usage = Usage(n_prompt, generated, thinking.reasoning_tokens, cached_tokens=cached)
         return Done(usage, finish[0], finish[1], assembler.matched)
+
+    def _stopped(self) -> Failed:
+        # Cancelled: the consumer is usually gone, but an engine shutdown has one waiting.
+        stopping = self._stopping.is_set()
+        reason = "The local engine is shutting down." if stopping else "Generation was cancelled."
+        return Failed(Overloaded(reason, retry_after=5.0))
+
+    def _cancelled(self, llm: llama_cpp.Llama, tokens: list[int], job: Job) -> Failed:
+        """A job cancelled while its prompt was evaluated: the cache holds what was done."""
+        done = tokens[: llm.n_tokens]
+        text = llm.detokenize(done, special=True).decode("utf-8", errors="ignore")
+        self.slot.cached_text = text
+        return self._stopped()
+
+    def _evaluate_prompt(self, llm: llama_cpp.Llama, tokens: list[int], job: Job) -> bool:
+        """Evaluate the prompt as `Llama.generate` would (the same reuse of the KV cache),
+        `EVAL_CHUNK` tokens at a time, checking between chunks whether the job was cancelled
+        (False: it was; the cache holds the chunks done). `generate` then finds the whole
+        prompt evaluated and samples at once, from the same logits: ggml computes each token's
+        row alike whatever batch it comes in (checked bit for bit on this CPU build)."""
+        n = len(tokens)
+        held = llm.n_tokens
+        common = self._common_prefix(llm, tokens)
+        if common == n and held == n and not getattr(llm, "_requires_eval", True):
+            return True  # the live logits are the prompt's: generate samples from them
+        start = common - 1 if common == n else common  # replay one token for fresh logits
+        if start > 0 and llm._ctx.kv_cache_seq_rm(-1, start, -1):
+            llm.n_tokens = start
+        else:
+            llm.reset()  # type: ignore[no-untyped-call]
+            start = 0
+        chunk = max(1, min(EVAL_CHUNK, llm.n_batch))
+        for begin in range(start, n, chunk):
+            if job.cancel.is_set() or self._stopping.is_set():
+                return False
+            llm.eval(tokens[begin : begin + chunk])
+        return True
+
+    @staticmethod
+    def _common_prefix(llm: llama_cpp.Llama, tokens: list[int]) -> int:
+        held = llm.input_ids[: llm.n_tokens]
+        n = min(len(held), len(tokens))
+        if n == 0:
+            return 0
+        differs = np.flatnonzero(held[:n] != np.asarray(tokens[:n], dtype=held.dtype))
+        return int(differs[0]) if differs.size else n
 
     @staticmethod
     def _with_budget(
@@ -401,12 +449,9 @@ class Worker:
         """How many prompt tokens `Llama.generate` will take from the KV cache: the common
         prefix with what it holds, less one when the whole prompt matches (llama-cpp-python
         re-evaluates the last token then, to get fresh logits)."""
-        held = llm.input_ids[: llm.n_tokens]
-        n = min(len(held), len(tokens))
-        if n == 0:
+        common = Worker._common_prefix(llm, tokens)
+        if common == 0:
             return 0
-        differs = np.flatnonzero(held[:n] != np.asarray(tokens[:n], dtype=held.dtype))
-        common = int(differs[0]) if differs.size else n
         if common < len(tokens):
             return common
         exact = llm.n_tokens == len(tokens) and not getattr(llm, "_requires_eval", True)
@@ -432,18 +477,10 @@ class Worker:
         return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
     @staticmethod
-    def _grammar(llm: llama_cpp.Llama, gbnf: str | None, param: str) -> LlamaGrammar | None:
-        if gbnf is None:
-            return None
-        # llama.cpp returns NULL for a grammar it cannot parse, and a NULL sampler in the
-        # chain would crash the process: try it alone first.
-        probe = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
-        if not probe:
-            raise InvalidRequest(
-                f"{param}: the grammar for this schema was rejected by llama.cpp", param=param
-            )
-        llama_cpp.llama_sampler_free(probe)
-        return LlamaGrammar.from_string(gbnf)
+    def _grammar(gbnf: str | None) -> LlamaGrammar | None:
+        # llama.cpp's parser has checked it (prepare.py): a grammar it rejects would put a
+        # NULL sampler in the chain and crash the process.
+        return None if gbnf is None else LlamaGrammar.from_string(gbnf)
 
 
 class ThinkTracker:
@@ -496,8 +533,46 @@ class VocabCounter:
         self._lock = threading.Lock()
 
     def count(self, prompt: str) -> int:
+        return len(self.tokens(prompt))
+
+    def tokens(self, prompt: str) -> list[int]:
         with self._lock:
-            return len(prompt_tokens(self._llm, self._info, prompt))
+            return prompt_tokens(self._llm, self._info, prompt)
+
+    def grammar_parses(self, gbnf: str) -> bool:
+        """Whether llama.cpp's grammar parser accepts `gbnf` (start rule `root`)."""
+        with self._lock:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                self._llm._model.vocab, gbnf.encode(), b"root"
+            )
+            if not grammar:
+                return False
+            llama_cpp.llama_sampler_free(grammar)
+            return True
+
+    def vocabulary_bounds(self) -> tuple[int, list[tuple[str, int]]]:
+        """What bounds a prompt's token count from below, read from the vocabulary: the most
+        bytes one token stands for (no prompt has fewer tokens than its UTF-8 size over
+        this), and the texts llama.cpp reads as special tokens (control and user-defined),
+        each with the most times it occurs in one special token's text (a prompt has at least
+        as many tokens as its occurrences of the text, over that)."""
+        with self._lock:
+            vocab = self._llm._model.vocab
+            special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            size = 256
+            buffer = ctypes.create_string_buffer(size)
+            longest = 0
+            texts: set[str] = set()
+            for token in range(int(self._llm.n_vocab())):
+                n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+                if n < 0:
+                    n = len(token_bytes(vocab, token, special=True))
+                longest = max(longest, n)
+                if llama_cpp.llama_vocab_get_attr(vocab, token) & special:
+                    raw = llama_cpp.llama_vocab_get_text(vocab, token)
+                    if raw:
+                        texts.add(raw.decode("utf-8", errors="ignore"))
+        return longest, [(text, max(other.count(text) for other in texts)) for text in texts]
 
     def count_text(self, text: str) -> int:
         with self._lock:
