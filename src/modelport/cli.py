@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from modelport.store.sql import SqlStore
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-ID_MAX = 2**31 - 1  # key ids are INTEGER columns: 32 bits on PostgreSQL
 
 
 def _whole(low: int, high: int) -> Callable[[str], int]:
@@ -111,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="usage totals by day, model or key, as JSON")
     usage.add_argument("--by", choices=("day", "model", "key"), default="day")
     usage.add_argument("--user", help="one user only")
-    usage.add_argument("--key", type=_whole(0, ID_MAX), metavar="ID", help="one key only")
+    usage.add_argument(
+        "--key", type=_whole(0, accounts.KEY_ID_MAX), metavar="ID", help="one key only"
+    )
     usage.add_argument("--since", metavar="ISO_TIME")
     usage.add_argument("--until", metavar="ISO_TIME")
     return parser

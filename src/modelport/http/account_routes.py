@@ -42,13 +42,11 @@ from modelport.core.errors import (
 from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
-from modelport.protocols.validation import decode_json
+from modelport.protocols.validation import INT64_MAX, decode_json
 from modelport.services import accounts
 from modelport.services.keys import Principal, revoke_key
 
 PREFIX = "/api/v1/"
-INT64_MAX = 2**63 - 1
-ID_MAX = 2**31 - 1  # key ids are INTEGER columns: 32 bits on PostgreSQL
 _GROUPS = ("day", "model", "key")
 
 
@@ -127,9 +125,9 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         return await _create_key(state, exchange)
     if len(parts) == 2 and parts[0] == "keys":
         _allow(method, "DELETE")
-        if not _whole_number(parts[1], ID_MAX):
+        if not _whole_number(parts[1], accounts.KEY_ID_MAX):
             raise InvalidRequest(
-                f"a key is revoked by its numeric id, from 0 to {ID_MAX}", param="id"
+                f"a key is revoked by its numeric id, from 0 to {accounts.KEY_ID_MAX}", param="id"
             )
         revoked = await _run(revoke_key, state.store, parts[1])
         state.keys.forget(revoked.secret_hash)
@@ -141,7 +139,7 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
         account_id = None
         if "user" in query:
             account_id = (await _run(accounts.get_user, store, query["user"])).id
-        key_id = _int(query, "key", ID_MAX)
+        key_id = _int(query, "key", accounts.KEY_ID_MAX)
         return await _usage(state, exchange, account_id=account_id, key_id=key_id)
     raise NotFound(f"No route for {method} {clip(exchange.path)}.")
 

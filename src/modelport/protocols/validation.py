@@ -6,12 +6,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Annotated
 
 import msgspec
 
 from modelport.core.errors import InvalidRequest, clip
 
 DETAIL_LIMIT = 200  # characters of msgspec's own words (with the value they may repeat)
+# The largest integers engines and the database hold; larger ones are refused at the doors.
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+TopK = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]  # engines keep k in a 32-bit int
+
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from modelport.core.errors import InvalidRequest, NotFound, clip
 from modelport.core.money import NANO_PER_YUAN, format_cny, parse_cny
+from modelport.protocols.validation import INT32_MAX
 from modelport.services.keys import (
     GrantStore,
     check_key_name,
@@ -38,6 +39,7 @@ MAX_REASON_LENGTH = 500
 MAX_AMOUNT_NANO = 10**9 * NANO_PER_YUAN  # one billion CNY
 MAX_BALANCE_NANO = 4 * MAX_AMOUNT_NANO
 MAX_RATE = 10**9  # requests or tokens per minute
+KEY_ID_MAX = INT32_MAX  # key ids are INTEGER columns: 32 bits on PostgreSQL
 
 
 def cny_to_nano(amount: str, *, field: str, allow_negative: bool = False) -> int:

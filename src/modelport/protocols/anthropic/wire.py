@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from modelport.protocols.validation import INT64_MAX, TopK
+
 UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
 # Integers bounded as on the OpenAI door (protocols/openai/wire.py): larger is a 400.
-INT64_MAX = 2**63 - 1
-TopK = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 RawBlock = dict[str, Any]
 AnthropicEffort = Literal["low", "medium", "high", "xhigh", "max"]
 

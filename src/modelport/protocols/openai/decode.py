@@ -24,9 +24,9 @@ from modelport.core.types import (
     ToolResultPart,
 )
 from modelport.protocols.openai import wire
-from modelport.protocols.validation import decode_json_object, invalid_from_msgspec
+from modelport.protocols.validation import INT32_MAX, decode_json_object, invalid_from_msgspec
 
-MAX_TOKEN_ID = 2**31 - 1  # engines keep token ids in 32-bit ints
+MAX_TOKEN_ID = INT32_MAX  # engines keep token ids in 32-bit ints
 
 
 class StreamSettings(msgspec.Struct, frozen=True):

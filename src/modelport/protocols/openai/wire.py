@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from modelport.protocols.validation import INT64_MAX, TopK
+
 UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
 # Integers are bounded to what engines and the database hold: a larger one is a 400 naming
 # the field (JSON allows any size; a 2**64 max_tokens once reached the hold as an overflow).
-INT64_MAX = 2**63 - 1
 Int64 = Annotated[int, Meta(ge=-(2**63), le=INT64_MAX)]
 Count = Annotated[int, Meta(ge=1, le=INT64_MAX)]
-TopK = Annotated[int, Meta(ge=0, le=2**31 - 1)]  # engines keep k in a 32-bit int
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 EffortName = Literal["xhigh", "high", "medium", "low", "minimal", "none"]
 
