@@ -20,14 +20,15 @@ MAX_BYTES_PER_TOKEN = 32
 MIN_TOKENS_PER_MESSAGE = 1
 
 
-def prompt_bytes(request: ChatRequest) -> int:
+def prompt_bytes(request: ChatRequest, *, images: bool = True) -> int:
     """The size in bytes of the messages' parts and the tool definitions as JSON: at least
     the UTF-8 size of all the text a prompt is made of (the usage checks bound token counts
-    by it), and what `estimate_tokens` divides."""
+    by it), and what `estimate_tokens` divides. `images=False`: without the image parts."""
     size = 0
     for message in request.messages:
         for part in message.parts:
-            size += len(msgspec.json.encode(part))
+            if images or type(part) is not ImagePart:
+                size += len(msgspec.json.encode(part))
     for tool in request.tools:
         size += len(msgspec.json.encode(tool))
     return size
@@ -54,17 +55,6 @@ def prompt_floor(request: ChatRequest, size: int | None = None) -> int:
     a prompt that cannot fit a model whose tokenizer modelport does not have. Images are
     left out (engines count them by their pixels, not their bytes). `size`:
     `prompt_bytes(request)`, when the caller has it already."""
-    images = False
-    for message in request.messages:
-        for part in message.parts:
-            if type(part) is ImagePart:
-                images = True
-    if size is None or images:
-        size = 0
-        for message in request.messages:
-            for part in message.parts:
-                if type(part) is not ImagePart:
-                    size += len(msgspec.json.encode(part))
-        for tool in request.tools:
-            size += len(msgspec.json.encode(tool))
+    if size is None or any(type(p) is ImagePart for m in request.messages for p in m.parts):
+        size = prompt_bytes(request, images=False)
     return size // MAX_BYTES_PER_TOKEN + MIN_TOKENS_PER_MESSAGE * len(request.messages)
