@@ -343,3 +343,21 @@ def test_client_disconnect_closes_the_upstream_stream(
         time.sleep(0.05)
     assert record.disconnected
     assert not record.completed
+
+
+def test_a_client_that_leaves_while_the_upstream_is_silent_closes_it_within_a_second(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    """No write fails while nothing is sent: the gateway watches the client itself."""
+    upstream.on("SILENT", Script(text=["late ", "answer"], delay=5.0))
+    stream = client.chat.completions.create(model=QWEN, messages=ask("SILENT"), stream=True)
+    first = next(iter(stream))  # the response has begun (role chunk); the upstream is silent
+    assert first.choices[0].delta.role == "assistant"
+    left = time.monotonic()
+    stream.close()
+    record = next(r for r in reversed(upstream.requests) if "SILENT" in str(r.body))
+    while time.monotonic() - left < 4 and not record.disconnected:
+        time.sleep(0.02)
+    assert record.disconnected
+    assert time.monotonic() - left < 1.5  # long before its next chunk (5 s)
+    assert not record.completed

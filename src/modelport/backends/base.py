@@ -57,6 +57,19 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class BatchingBackend(Protocol):
+    """A backend whose events arrive in batches (one read of an upstream's body holds many)
+    can hand them on as lists: the same events as `stream`, in the same order, `Start` first
+    in the first list, no list empty. The metering stage and the doors then pass a whole
+    batch per step, and the client gets it in one write. `core.batches.batched` turns any
+    backend's `stream` into this form."""
+
+    def stream_batches(
+        self, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[list[Event], None]: ...
+
+
+@runtime_checkable
 class TokenCounter(Protocol):
     """A backend that can count tokens as its engine does, without generating: a request's
     prompt (Anthropic's count_tokens, the hold at admission, billing an answer whose upstream

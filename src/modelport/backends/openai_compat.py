@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -27,6 +27,7 @@ from modelport.backends import http1
 from modelport.backends.base import CallContext
 from modelport.backends.engine_tokenize import TOKENIZE_SECONDS, EngineTokenizer
 from modelport.backends.upstream_tokens import UpstreamTokens, count_off_loop, qwen3_prompt
+from modelport.core.batches import batched, flat
 from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
 from modelport.core.errors import (
     InvalidRequest,
@@ -69,6 +70,7 @@ from modelport.protocols.openai.upstream_request import (
 from modelport.protocols.openai.upstream_stream import StreamTranslator
 
 log = logging.getLogger("modelport.backends.openai_compat")
+T = TypeVar("T")
 
 MAX_ERROR_BODY = 64 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
@@ -169,12 +171,29 @@ class OpenAICompatEngine:
         model's raw output and goes through modelport's Qwen3 parsers. A thinking budget on an
         upstream without a budget parameter takes Qwen's two passes (`_two_pass`).
         """
-        limit, context = request.max_output_tokens, self.card.context_length
-        if limit is not None and limit > context // 2:
-            return self._fitted(request, ctx)
+        if self._fits_later(request):
+            return self._fitted(request, ctx, self._dispatch)
         return self._dispatch(request, ctx)
 
-    async def _fitted(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+    def stream_batches(
+        self, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[list[Event], None]:
+        """`stream`'s events, a batch per read of the upstream's body (`BatchingBackend`).
+        Answers that go through a parser or a second pass come one event per batch."""
+        if self._fits_later(request):
+            return self._fitted(request, ctx, self._dispatch_batches)
+        return self._dispatch_batches(request, ctx)
+
+    def _fits_later(self, request: ChatRequest) -> bool:
+        limit = request.max_output_tokens
+        return limit is not None and limit > self.card.context_length // 2
+
+    async def _fitted(
+        self,
+        request: ChatRequest,
+        ctx: CallContext,
+        dispatch: Callable[[ChatRequest, CallContext], AsyncGenerator[T, None]],
+    ) -> AsyncGenerator[T, None]:
         """A large max_tokens (Claude Code asks for 128000) lowered to what the context leaves
         after the prompt: engines refuse prompt + max_tokens beyond their context. The prompt's
         size is the metering stage's count from admission when it made one, else counted here
@@ -189,11 +208,27 @@ class OpenAICompatEngine:
         limit = request.max_output_tokens
         if limit is not None and 0 < room < limit:
             request = msgspec.structs.replace(request, max_output_tokens=room)
-        async with aclosing(self._dispatch(request, ctx)) as events:
+        async with aclosing(dispatch(request, ctx)) as events:
             async for event in events:
                 yield event
 
     def _dispatch(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        wrapped = self._wrapped(request, ctx)
+        return self._stream(request, ctx) if wrapped is None else wrapped
+
+    def _dispatch_batches(
+        self, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[list[Event], None]:
+        wrapped = self._wrapped(request, ctx)
+        if wrapped is None:
+            return self._exchange_batches("chat", self._chat_body(request, ctx), ctx)
+        return batched(wrapped)
+
+    def _wrapped(
+        self, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[Event, None] | None:
+        """The stream when the upstream's output goes through modelport's parsers, a
+        reasoning counter or Qwen's two passes; None when it is relayed as it comes."""
         if self._budget == "two_pass":
             budget = thinking_budget(self.card, request)
             if budget is not None:
@@ -207,7 +242,7 @@ class OpenAICompatEngine:
         if parser is None:
             if counter is not None:
                 return _counted(self._stream(request, ctx), counter)
-            return self._stream(request, ctx)  # no extra generator hop on the hot path
+            return None  # no extra generator hop on the hot path
         return _parsed(self._stream(request, ctx), ParsedRelay(parser, request, counter=counter))
 
     async def count_tokens(self, request: ChatRequest, *, local_only: bool = False) -> int | None:
@@ -231,9 +266,12 @@ class OpenAICompatEngine:
         return ReasoningCounter(qwen3.count, preopened=self.card.thinking == "always")
 
     def _stream(self, request: ChatRequest, ctx: CallContext) -> AsyncGenerator[Event, None]:
+        return self._exchange("chat", self._chat_body(request, ctx), ctx)
+
+    def _chat_body(self, request: ChatRequest, ctx: CallContext) -> dict[str, Any]:
         # A client that reads only the whole answer gets it from one upstream JSON body: fewer
         # packets and less parsing than a stream, and the same events come out.
-        body = build_request_body(
+        return build_request_body(
             request,
             model=self._model,
             rules=self._rules,
@@ -244,9 +282,8 @@ class OpenAICompatEngine:
             ),
             enable_thinking=self.card.thinking_switch(request.reasoning),
         )
-        return self._exchange("chat", body, ctx)
 
-    async def _exchange(
+    def _exchange(
         self,
         endpoint: str,
         body: dict[str, Any],
@@ -254,8 +291,20 @@ class OpenAICompatEngine:
         *,
         start: bool = True,
     ) -> AsyncGenerator[Event, None]:
+        """`_exchange_batches`' events one at a time."""
+        return flat(self._exchange_batches(endpoint, body, ctx, start=start))
+
+    async def _exchange_batches(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        ctx: CallContext,
+        *,
+        start: bool = True,
+    ) -> AsyncGenerator[list[Event], None]:
         """One upstream call: POST `body` to `endpoint` ("chat" or "text") and translate the
-        answer into events, `Start` first unless `start` is False. The upstream's usage comes
+        answer into events, a batch per read of its body, `Start` first (alone, so that the
+        client's response begins at once) unless `start` is False. The upstream's usage comes
         out as one `Usage` event before `Stop`, when it sent any."""
         try:
             response = await self._post(encode_request_body(body), endpoint)
@@ -274,21 +323,18 @@ class OpenAICompatEngine:
                 if response.content_type == "application/json":
                     # A whole answer: asked for, or from an upstream that ignores `stream`.
                     events = translator.feed(None, await self._read(response))
+                    events += translator.finish()
                     if start:
-                        yield Start(model=self.card.id, backend=self.name)
+                        events.insert(0, Start(model=self.card.id, backend=self.name))
+                    yield events
                 else:
                     # The upstream accepted the request: start now, so the client's response
                     # headers go out while the first token is still being generated.
                     if start:
-                        yield Start(model=self.card.id, backend=self.name)
-                    events = []
+                        yield [Start(model=self.card.id, backend=self.name)]
                     async with aclosing(self._events(response, translator)) as batches:
                         async for batch in batches:
-                            for event in batch:
-                                yield event
-                events.extend(translator.finish())
-                for event in events:
-                    yield event
+                            yield batch
                 complete = True
                 if translator.done and not response.complete:
                     await self._drain(response)
@@ -451,36 +497,40 @@ class OpenAICompatEngine:
         self, response: http1.Response, translator: StreamTranslator
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events as SSE data arrives, one per read of the body (a busy upstream's
-        read holds many events); stops at `[DONE]` or the end of the body. Events before an
-        error the upstream sent in the stream still go out, then the error is raised."""
+        read holds many events) and never empty, the last one ending with the usage and the
+        `Stop` (`translator.finish()`); stops at `[DONE]` or the end of the body. Events
+        before an error (one the upstream sent in the stream, or a stream cut short) still go
+        out, then the error is raised."""
         parser = SSEParser()
         feed = translator.feed
         events: list[Event] = []
         try:
-            async for chunk in response:
-                for name, data in parser.feed(chunk):
-                    events += feed(name, data)
+            try:
+                async for chunk in response:
+                    for name, data in parser.feed(chunk):
+                        events += feed(name, data)
+                        if translator.done:
+                            break
                     if translator.done:
                         break
-                if events:
-                    yield events
-                    events = []
-                if translator.done:
-                    return
-            for name, data in parser.close():
-                events += feed(name, data)
-            if events:
-                yield events
+                    if events:
+                        yield events
+                        events = []
+                else:
+                    for name, data in parser.close():
+                        events += feed(name, data)
+            except http1.HTTPClientError as exc:
+                if not translator.finished or not isinstance(
+                    exc, http1.ConnectionClosed | http1.ProtocolError
+                ):
+                    raise self._transport_error(exc, answered=True) from None
+                # Cut after the answer was complete: only [DONE] and usage were lost.
+            events += translator.finish()
+            yield events
         except ModelportError:
             if events:
                 yield events
             raise
-        except http1.HTTPClientError as exc:
-            if translator.finished and isinstance(
-                exc, http1.ConnectionClosed | http1.ProtocolError
-            ):
-                return  # cut after the answer was complete: only [DONE] and usage were lost
-            raise self._transport_error(exc, answered=True) from None
 
     async def _read(self, response: http1.Response) -> bytes:
         try:

@@ -56,7 +56,7 @@ async def messages(state: AppState, exchange: Exchange) -> None:
         stop_sequences=stops,
         exclude_reasoning=exclude,
     )
-    await exchange.stream(generation.events, encoder.encode)
+    await exchange.stream(generation.in_batches(), encoder.encode_batch)
 
 
 async def count_tokens(state: AppState, exchange: Exchange) -> None:

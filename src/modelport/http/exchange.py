@@ -28,9 +28,6 @@ SSE_HEADERS = (
     ("x-accel-buffering", "no"),
     *security_headers("text/event-stream"),
 )
-# A client reading slower than the model writes: past this many buffered bytes the producer
-# waits for the socket instead of buffering more.
-MAX_BUFFERED_BYTES = 1 << 20
 
 
 class Exchange(Protocol):
@@ -158,59 +155,38 @@ async def pump(
 ) -> bool:
     """Relay `items` to a response body until they end or the client goes away.
 
-    A writer task sends what the producer has buffered since its last write, so chunks that
-    arrive together (one upstream read holding many events, or events produced while a write
-    was in flight) leave in one write, while a lone chunk still goes out at once. A watcher
-    cancels the producer when `disconnected()` returns. Either way `items` is closed, which
-    stops the generation behind it. Returns False when the client went away first.
+    Each item is encoded and written as it comes, one write per item: a stream whose items
+    are batches (one per upstream read, `core/batches.py`) leaves in as few writes as the
+    upstream's reads, and while a write is in flight the next read gathers what arrived
+    meanwhile. The write itself is the backpressure: a client reading slower than the model
+    writes holds the producer, not a growing buffer. A stream still running after
+    `WATCH_AFTER_S` also watches for the client going away and then cancels the producer
+    (a client that leaves sooner is noticed at the next write). Either way `items` is
+    closed, which stops the generation behind it. Returns False when the client went away
+    first.
     """
     producer = asyncio.current_task()
     assert producer is not None
-    pending: list[bytes] = []
-    buffered = 0
-    wake = asyncio.Event()
-    room = asyncio.Event()
-    finished = False
     gone = False
+    watcher: asyncio.Task[None] | None = None
 
-    async def writer() -> None:
-        nonlocal buffered
-        while True:
-            await wake.wait()
-            wake.clear()
-            if pending:
-                data = pending[0] if len(pending) == 1 else b"".join(pending)
-                pending.clear()
-                buffered = 0
-                room.set()
-                await write(data)
-            if finished and not pending:
-                await finish()
-                return
-
-    async def watcher() -> None:
+    async def watch() -> None:
         nonlocal gone
         await disconnected()
         gone = True
         producer.cancel()
 
-    write_task = asyncio.create_task(writer())
-    watch_task = asyncio.create_task(watcher())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         async for item in items:
             chunk = encode(item)
             if chunk:
-                pending.append(chunk)
-                buffered += len(chunk)
-                wake.set()
-                if write_task.done():
-                    break  # a write failed: the client is gone
-                if buffered > MAX_BUFFERED_BYTES:
-                    room.clear()
-                    await room.wait()
-        finished = True
-        wake.set()
-        await write_task
+                await write(chunk)
+        await finish()
     except asyncio.CancelledError:
         if not gone:
             raise
@@ -220,10 +196,10 @@ async def pump(
         # A failed write: the client is gone (servers raise OSError or a RuntimeError subclass).
         gone = True
     finally:
-        for task in (watch_task, write_task):
-            task.cancel()
-        for task in (watch_task, write_task):
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
-                await task
+                await watcher
         await items.aclose()
     return not gone

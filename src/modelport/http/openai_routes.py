@@ -37,7 +37,7 @@ async def chat_completions(state: AppState, exchange: Exchange) -> None:
         include_usage=options.include_usage,
         exclude_reasoning=exclude,
     )
-    await exchange.stream(generation.events, encoder.encode)
+    await exchange.stream(generation.in_batches(), encoder.encode_batch)
 
 
 async def list_models(state: AppState, exchange: Exchange) -> None:

@@ -12,10 +12,13 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
 
 import msgspec
 
-from modelport.backends.base import Backend, CallContext, Route, TokenCounter
+from modelport.backends.base import Backend, BatchingBackend, CallContext, Route, TokenCounter
+from modelport.core.batches import batched, flat
 from modelport.core.catalog import Catalog, ModelCard, with_default_sampling
 from modelport.core.errors import (
     BackendUnavailable,
@@ -59,9 +62,15 @@ class Generation(msgspec.Struct, frozen=True):
     created: int
     prompt_tokens: int | None = None
     counter: TokenCounter | None = None
-    # With `start(..., relay=False)`: the Start event, and `events` is the backend's own stream
-    # after it (the caller takes over the relay's guarantees: one hop less per event).
+    # With `start(..., relay=False)`: the Start event, and `batches` is the backend's own
+    # stream after it, a list of events per step (the caller takes over the relay's
+    # guarantees); `events` is the same events one at a time.
     first: Start | None = None
+    batches: AsyncGenerator[list[Event], None] | None = None
+
+    def in_batches(self) -> AsyncGenerator[list[Event], None]:
+        """The events a batch per step (each consumer reads either this or `events`)."""
+        return self.batches if self.batches is not None else batched(self.events)
 
 
 class InferenceService:
@@ -72,6 +81,7 @@ class InferenceService:
         self._routes = routes
         # Whether each backend can count tokens (a runtime Protocol check costs microseconds).
         self._counters: dict[int, TokenCounter | None] = {}
+        self._batching: dict[int, BatchingBackend | None] = {}  # likewise
 
     def _counter(self, backend: Backend) -> TokenCounter | None:
         known = self._counters.get(id(backend), False)
@@ -118,29 +128,61 @@ class InferenceService:
     ) -> Generation:
         """Route and start a prepared request; raise before anything is sent on failure.
 
-        `relay=False`: the generation's events are the backend's stream after its Start (in
-        `first`), without the relay that turns failures into a final Error event and ends a
-        stream without a finish with one: the metering stage does that itself."""
+        `relay=False`: the generation's `batches` are the backend's stream after its Start
+        (in `first`), in batches (`BatchingBackend`), without the relay that turns failures
+        into a final Error event and ends a stream without a finish with one: the metering
+        stage does that itself."""
         card = ctx.card
         backends = self._ordered_backends(card)
-        first, stream, backend = await self._first_event(backends, request, ctx)
-        known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
-        counter = self._counter(backend)
         created = int(time.time())
         if not relay:
-            return Generation(ctx.request_id, card, stream, created, known, counter, first)
+            first, batches, backend = await self._first_event(backends, request, ctx, True)
+            known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
+            return Generation(
+                ctx.request_id,
+                card,
+                flat(batches),
+                created,
+                known,
+                self._counter(backend),
+                first,
+                batches,
+            )
+        first, stream, backend = await self._first_event(backends, request, ctx, False)
+        known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
+        counter = self._counter(backend)
         return Generation(ctx.request_id, card, self._relay(first, stream), created, known, counter)
 
+    def _batches(
+        self, backend: Backend, request: ChatRequest, ctx: CallContext
+    ) -> AsyncGenerator[list[Event], None]:
+        batching = self._batching.get(id(backend), False)
+        if batching is False:
+            batching = self._batching[id(backend)] = (
+                backend if isinstance(backend, BatchingBackend) else None
+            )
+        if batching is None:
+            return batched(backend.stream(request, ctx))
+        return batching.stream_batches(request, ctx)  # type: ignore[union-attr]
+
     async def _first_event(
-        self, backends: list[Backend], request: ChatRequest, ctx: CallContext
-    ) -> tuple[Start, AsyncGenerator[Event, None], Backend]:
-        """The first backend that starts: its Start and the rest of its stream. Failures of
-        the backend's making fall through to the next one; the request's own are raised."""
+        self, backends: list[Backend], request: ChatRequest, ctx: CallContext, batches: bool
+    ) -> tuple[Start, AsyncGenerator[Any, None], Backend]:
+        """The first backend that starts: its Start and the rest of its stream (in batches
+        when `batches`). Failures of the backend's making fall through to the next one; the
+        request's own are raised."""
         last_error: ModelportError | None = None
         for backend in backends:
-            stream = backend.stream(request, ctx)
+            stream: AsyncGenerator[Any, None] = (
+                self._batches(backend, request, ctx) if batches else backend.stream(request, ctx)
+            )
             try:
                 first = await anext(stream)
+                if batches:
+                    rest = first[1:]
+                    first = first[0] if first else None
+                    if rest:
+                        stream = _prepended(rest, stream)
             except _RETRYABLE as exc:
                 log.warning("backend %s failed before starting: %s", backend.name, exc.message)
                 last_error = exc
@@ -233,3 +275,13 @@ def stream_failure(exc: Exception, backend: str) -> ModelportError:
         return exc
     log.exception("backend %s failed mid-stream", backend)
     return InternalError(f"the backend failed: {type(exc).__name__}")
+
+
+async def _prepended(
+    head: list[Event], batches: AsyncGenerator[list[Event], None]
+) -> AsyncGenerator[list[Event], None]:
+    """`head` as a batch of its own, then `batches`."""
+    async with aclosing(batches):
+        yield head
+        async for batch in batches:
+            yield batch

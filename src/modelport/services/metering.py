@@ -36,6 +36,7 @@ from typing import Any, Literal
 import msgspec
 
 from modelport.backends.base import CallContext, TokenCounter
+from modelport.core.batches import flat
 from modelport.core.catalog import ModelCard
 from modelport.core.errors import ContextLengthExceeded, ModelportError, PermissionDenied
 from modelport.core.events import (
@@ -183,10 +184,11 @@ class Metering:
             status: Status = "error" if error else "cancelled"
             await self._settle(admission, meter, status=status, free=True)
             raise
-        events = self._metered(admission, generation)
+        batches = self._metered(admission, generation)
         return msgspec.structs.replace(
             generation,
-            events=events,
+            events=flat(batches),
+            batches=batches,
             prompt_tokens=generation.prompt_tokens or admission.prompt_tokens,
         )
 
@@ -225,95 +227,127 @@ class Metering:
 
     async def _metered(
         self, admission: Admission, generation: Generation
-    ) -> AsyncGenerator[Event, None]:
+    ) -> AsyncGenerator[list[Event], None]:
+        """The generation's batches as the client gets them: usage taken out (one Usage, with
+        the cost, goes out right before the final event), output cut at the admitted limit,
+        a final Error where the backend failed or stopped without a finish. What a batch
+        holds is counted as relayed when it is yielded: before anything that may wait (a
+        count, the settlement), what is ready goes out first."""
         meter = _Meter()
         counter = generation.counter
         limit = admission.limit
+        assert generation.batches is not None
+        out: list[Event] = []
         try:
-            async with aclosing(generation.events) as events:
+            async with aclosing(generation.batches) as batches:
                 first = generation.first
                 if first is not None:
                     meter.backend = first.backend
-                    yield first
+                    yield [first]  # the response begins before the first token
                 try:
-                    async for event in events:
-                        # Most events: text, checked against the limit on a fast path.
-                        if isinstance(event, TextDelta):
-                            piece = event.text
-                            size = len(piece) if piece.isascii() else len(piece.encode())
-                            if (
-                                meter.first_token_at is not None
-                                and meter.known + meter.completion_bytes - meter.known_at + size
-                                <= limit
-                            ):
+                    async for batch in batches:
+                        for event in batch:
+                            # Most events: text, checked against the limit on a fast path.
+                            if type(event) is TextDelta:
+                                piece = event.text
+                                size = len(piece) if piece.isascii() else len(piece.encode())
+                                if (
+                                    meter.first_token_at is not None
+                                    and meter.known + meter.completion_bytes - meter.known_at + size
+                                    <= limit
+                                ):
+                                    meter.text.append(piece)
+                                    meter.completion_bytes += size
+                                    out.append(event)
+                                    continue
+                            if isinstance(event, Usage):
+                                meter.usage = event
+                                meter.known = max(meter.known, event.completion_tokens)
+                                meter.known_at = meter.completion_bytes
+                                meter.known_pieces = len(meter.text)
+                                continue  # one Usage, with the cost, goes out before the finish
+                            if isinstance(event, Stop):
+                                meter.stop = event
+                                if out:
+                                    yield out
+                                    out = []
+                                billed = await self._settle(admission, meter, counter=counter)
+                                yield [billed, event]
+                                # Let the stream end by itself (closing it at its last event
+                                # would drop the upstream connection instead of returning it
+                                # to the pool).
+                                async for _ in batches:
+                                    pass
+                                return
+                            if isinstance(event, Error):
+                                meter.error = event.error
+                                if out:
+                                    yield out
+                                    out = []
+                                await self._settle(
+                                    admission, meter, status="error", counter=counter
+                                )
+                                yield [event]
+                                return
+                            if isinstance(event, Start):
+                                meter.backend = event.backend
+                            output = _output_of(event)
+                            if output is not None:
+                                piece = output
+                                if meter.first_token_at is None:
+                                    meter.first_token_at = time.monotonic()
+                                size = len(piece) if piece.isascii() else len(piece.encode())
+                                if (
+                                    meter.known + meter.completion_bytes - meter.known_at + size
+                                    > limit
+                                ):
+                                    # Possibly past the limit: count exactly before relaying
+                                    # more.
+                                    if out:
+                                        yield out
+                                        out = []
+                                    relayed = await self._count_output(
+                                        counter, "".join(meter.text) + piece
+                                    )
+                                    meter.known = relayed
+                                    meter.known_at = meter.completion_bytes + size
+                                    if relayed > limit:
+                                        # Past the limit: relay the part of this piece that
+                                        # fits, then end the answer there, as a limit
+                                        # reached upstream would.
+                                        meter.cut = True
+                                        fitting = await self._fitting(
+                                            meter, counter, event, piece, limit
+                                        )
+                                        if fitting is not None:
+                                            meter.text.append(fitting[1])
+                                            if isinstance(event, ReasoningDelta):
+                                                meter.reasoning.append(fitting[1])
+                                            meter.completion_bytes += len(fitting[1].encode())
+                                            yield [fitting[0]]
+                                        meter.stop = Stop("length", "output_limit")
+                                        billed = await self._settle(
+                                            admission, meter, counter=counter
+                                        )
+                                        yield [billed, meter.stop]
+                                        return
                                 meter.text.append(piece)
                                 meter.completion_bytes += size
-                                yield event
-                                continue
-                        if isinstance(event, Usage):
-                            meter.usage = event
-                            meter.known = max(meter.known, event.completion_tokens)
-                            meter.known_at = meter.completion_bytes
-                            meter.known_pieces = len(meter.text)
-                            continue  # one Usage, with the cost, goes out before the finish
-                        if isinstance(event, Stop):
-                            meter.stop = event
-                            billed = await self._settle(admission, meter, counter=counter)
-                            yield billed
-                            yield event
-                            # Let the stream end by itself (closing it at its last event would
-                            # drop the upstream connection instead of returning it to the pool).
-                            async for _ in events:
-                                pass
-                            return
-                        if isinstance(event, Error):
-                            meter.error = event.error
-                            await self._settle(admission, meter, status="error", counter=counter)
-                            yield event
-                            return
-                        if isinstance(event, Start):
-                            meter.backend = event.backend
-                        output = _output_of(event)
-                        if output is not None:
-                            piece = output
-                            if meter.first_token_at is None:
-                                meter.first_token_at = time.monotonic()
-                            size = len(piece) if piece.isascii() else len(piece.encode())
-                            if meter.known + meter.completion_bytes - meter.known_at + size > limit:
-                                # Possibly past the limit: count exactly before relaying more.
-                                relayed = await self._count_output(
-                                    counter, "".join(meter.text) + piece
-                                )
-                                meter.known, meter.known_at = relayed, meter.completion_bytes + size
-                                if relayed > limit:
-                                    # Past the limit: relay the part of this piece that fits, then
-                                    # end the answer there, as a limit reached upstream would.
-                                    meter.cut = True
-                                    fitting = await self._fitting(
-                                        meter, counter, event, piece, limit
-                                    )
-                                    if fitting is not None:
-                                        meter.text.append(fitting[1])
-                                        if isinstance(event, ReasoningDelta):
-                                            meter.reasoning.append(fitting[1])
-                                        meter.completion_bytes += len(fitting[1].encode())
-                                        yield fitting[0]
-                                    meter.stop = Stop("length", "output_limit")
-                                    billed = await self._settle(admission, meter, counter=counter)
-                                    yield billed
-                                    yield meter.stop
-                                    return
-                            meter.text.append(piece)
-                            meter.completion_bytes += size
-                            if isinstance(event, ReasoningDelta):
-                                meter.reasoning.append(piece)
-                        yield event
+                                if isinstance(event, ReasoningDelta):
+                                    meter.reasoning.append(piece)
+                            out.append(event)
+                        if out:
+                            yield out
+                            out = []
                     failure: ModelportError = unfinished(meter.backend or "")
                 except Exception as exc:
                     failure = stream_failure(exc, meter.backend or "")
+                if out:
+                    yield out
+                    out = []
                 meter.error = failure
                 await self._settle(admission, meter, status="error", counter=counter)
-                yield Error(failure)
+                yield [Error(failure)]
         finally:
             if not meter.settled:
                 # The client went away (the stream was closed before its end), or the

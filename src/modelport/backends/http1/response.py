@@ -95,8 +95,13 @@ class Response:
     async def next_chunk(self) -> bytes:
         """The body bytes received since the last call, waiting for some; b"" at its end."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
+            chunks = self._chunks
+            if chunks:
+                if len(chunks) == 1:
+                    chunk = chunks.popleft()
+                else:  # several reads arrived while the consumer was busy: one piece
+                    chunk = b"".join(chunks)
+                    chunks.clear()
                 self._buffered -= len(chunk)
                 if self._buffered <= LOW_WATER:
                     self._conn.resume()

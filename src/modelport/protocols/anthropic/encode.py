@@ -261,6 +261,11 @@ class MessageStreamEncoder:
         assert isinstance(event, Error)
         return self.encode_error(event.error)
 
+    def encode_batch(self, events: list[Event]) -> bytes:
+        """SSE bytes for a batch of events, in order (one write)."""
+        encode = self.encode
+        return b"".join([encode(event) for event in events])
+
     def encode_error(self, error: ModelportError) -> bytes:
         """A failure after streaming began: an `error` event, which ends the stream. Nothing
         is closed first; clients stop reading at the error."""

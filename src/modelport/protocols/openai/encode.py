@@ -110,6 +110,9 @@ def encode_completion(
     return _encode(body)
 
 
+_TEXT_TAIL = b'},"finish_reason":null}]}\n\n'  # a text delta's end, after its content
+
+
 class ChunkEncoder:
     """Encodes one response's events as SSE `data:` lines, in order.
 
@@ -153,6 +156,17 @@ class ChunkEncoder:
 
     def _chunk(self, delta: bytes, tail: bytes = b',"finish_reason":null}]}\n\n') -> bytes:
         return self._head + delta + tail
+
+    def encode_batch(self, events: list[Event]) -> bytes:
+        """SSE bytes for a batch of events, in order (one write); text on a fast path."""
+        head = self._head + b'{"content":'
+        parts = []
+        for event in events:
+            if type(event) is TextDelta:
+                parts.append(head + _encode(event.text) + _TEXT_TAIL)
+            else:
+                parts.append(self.encode(event))
+        return b"".join(parts)
 
     def encode(self, event: Event) -> bytes:
         """SSE bytes for `event` (possibly empty). The final event also emits usage and [DONE]."""
