@@ -12,6 +12,7 @@ import msgspec
 
 from modelport.core.events import (
     Error,
+    Event,
     Logprobs,
     ReasoningDelta,
     Start,
@@ -39,47 +40,85 @@ class Completion(msgspec.Struct, frozen=True):
 
 async def collect(events: AsyncIterable[object]) -> Completion:
     """Fold `events` into a `Completion`. An `Error` event is raised as its exception."""
-    model = backend = ""
-    text: list[str] = []
-    reasoning: list[str] = []
-    calls: dict[int, list[str]] = {}  # block index -> [id, name, arguments...]
-    logprobs: list[TokenLogprob] | None = None
-    usage = Usage(0, 0)
-    stop: Stop | None = None
+    collector = Collector()
+    add = collector.add
     async for event in events:
+        add(event)
+    return collector.completion()
+
+
+async def collect_batches(batches: AsyncIterable[list[Event]]) -> Completion:
+    """`collect` over a stream in batches (core/batches.py)."""
+    collector = Collector()
+    add = collector.add
+    async for batch in batches:
+        for event in batch:
+            add(event)
+    return collector.completion()
+
+
+class Collector:
+    """The fold behind `collect`: `add` each event in order, then `completion()`."""
+
+    __slots__ = (
+        "_backend",
+        "_calls",
+        "_logprobs",
+        "_model",
+        "_reasoning",
+        "_stop",
+        "_text",
+        "_usage",
+    )
+
+    def __init__(self) -> None:
+        self._model = self._backend = ""
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # block index -> [id, name, arguments...]
+        self._logprobs: list[TokenLogprob] | None = None
+        self._usage = Usage(0, 0)
+        self._stop: Stop | None = None
+
+    def add(self, event: object) -> None:
+        """Fold in one event; an `Error` event is raised as its exception."""
         if isinstance(event, TextDelta):
-            text.append(event.text)
+            self._text.append(event.text)
         elif isinstance(event, ReasoningDelta):
-            reasoning.append(event.text)
+            self._reasoning.append(event.text)
         elif isinstance(event, ToolCallDelta):
-            calls[event.index].append(event.arguments)
+            self._calls[event.index].append(event.arguments)
         elif isinstance(event, ToolCallStart):
-            calls[event.index] = [event.id, event.name]
+            self._calls[event.index] = [event.id, event.name]
         elif isinstance(event, Logprobs):
-            logprobs = (logprobs or []) + list(event.entries)
+            self._logprobs = (self._logprobs or []) + list(event.entries)
         elif isinstance(event, Usage):
-            usage = event
+            self._usage = event
         elif isinstance(event, Start):
-            model, backend = event.model, event.backend
+            self._model, self._backend = event.model, event.backend
         elif isinstance(event, Stop):
-            stop = event
+            self._stop = event
         elif isinstance(event, Error):
             raise event.error
-    if stop is None:
-        stop = Stop("error", "stream ended without a stop")
-    tool_calls = tuple(
-        ToolCallPart(id=parts[0], name=parts[1], arguments="".join(parts[2:]))
-        for _, parts in sorted(calls.items())
-    )
-    return Completion(
-        model=model,
-        backend=backend,
-        text="".join(text) if text else None,
-        reasoning="".join(reasoning) if reasoning else None,
-        tool_calls=tool_calls,
-        logprobs=tuple(logprobs) if logprobs is not None else None,
-        usage=usage,
-        finish_reason=stop.finish_reason,
-        native_finish_reason=stop.native_finish_reason,
-        stop_sequence=stop.stop_sequence,
-    )
+
+    def completion(self) -> Completion:
+        stop = self._stop
+        if stop is None:
+            stop = Stop("error", "stream ended without a stop")
+        tool_calls = tuple(
+            ToolCallPart(id=parts[0], name=parts[1], arguments="".join(parts[2:]))
+            for _, parts in sorted(self._calls.items())
+        )
+        text, reasoning, logprobs = self._text, self._reasoning, self._logprobs
+        return Completion(
+            model=self._model,
+            backend=self._backend,
+            text="".join(text) if text else None,
+            reasoning="".join(reasoning) if reasoning else None,
+            tool_calls=tool_calls,
+            logprobs=tuple(logprobs) if logprobs is not None else None,
+            usage=self._usage,
+            finish_reason=stop.finish_reason,
+            native_finish_reason=stop.native_finish_reason,
+            stop_sequence=stop.stop_sequence,
+        )

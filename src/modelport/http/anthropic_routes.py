@@ -38,7 +38,7 @@ async def messages(state: AppState, exchange: Exchange) -> None:
     stops = chat.sampling.stop
     exclude = chat.reasoning.exclude
     if not options.stream:
-        completion = await collect_whole(generation.events, exchange.disconnected)
+        completion = await collect_whole(generation.in_batches(), exchange.disconnected)
         if completion is None:  # the client gave up: the generation was stopped
             return
         body = encode_message(

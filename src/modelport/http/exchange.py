@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 
-from modelport.core.collect import Completion, collect
+from modelport.core.collect import Completion, collect_batches
 from modelport.core.errors import PayloadTooLarge
 from modelport.core.events import Event
 from modelport.http.client_limits import BodyDeadlines
@@ -108,9 +108,9 @@ WATCH_AFTER_S = 0.25
 
 
 async def collect_whole(
-    events: AsyncGenerator[Event, None], disconnected: Callable[[], Awaitable[None]]
+    events: AsyncGenerator[list[Event], None], disconnected: Callable[[], Awaitable[None]]
 ) -> Completion | None:
-    """`collect(events)` for an answer sent whole, closing `events` on every path (so the
+    """`collect` for an answer sent whole, over its batches, closing them on every path (so the
     stage behind it settles at once, not when the generator is garbage-collected). A client
     that gives up stops the generation behind it, as a closed stream does: returns None then.
     Errors in the events are raised (after the stream was closed)."""
@@ -132,7 +132,7 @@ async def collect_whole(
     timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
         async with aclosing(events):
-            return await collect(events)
+            return await collect_batches(events)
     except asyncio.CancelledError:
         if not gone:
             raise

@@ -19,7 +19,7 @@ async def chat_completions(state: AppState, exchange: Exchange) -> None:
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
     if not options.stream:
-        completion = await collect_whole(generation.events, exchange.disconnected)
+        completion = await collect_whole(generation.in_batches(), exchange.disconnected)
         if completion is None:  # the client gave up: the generation was stopped
             return
         body = encode_completion(

@@ -67,10 +67,15 @@ class Generation(msgspec.Struct, frozen=True):
     # guarantees); `events` is the same events one at a time.
     first: Start | None = None
     batches: AsyncGenerator[list[Event], None] | None = None
+    # ... and the events that came in one batch with `first` (a whole answer comes as one),
+    # which `batches` does not repeat.
+    head: list[Event] | None = None
 
     def in_batches(self) -> AsyncGenerator[list[Event], None]:
         """The events a batch per step (each consumer reads either this or `events`)."""
-        return self.batches if self.batches is not None else batched(self.events)
+        if self.batches is None:
+            return batched(self.events)
+        return _prepended(self.head, self.batches) if self.head else self.batches
 
 
 class InferenceService:
@@ -136,17 +141,19 @@ class InferenceService:
         backends = self._ordered_backends(card)
         created = int(time.time())
         if not relay:
-            first, batches, backend = await self._first_event(backends, request, ctx, True)
+            head, batches, backend = await self._first_event(backends, request, ctx, True)
+            first = head[0]
             known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
             return Generation(
                 ctx.request_id,
                 card,
-                flat(batches),
+                flat(_prepended(head[1:], batches) if len(head) > 1 else batches),
                 created,
                 known,
                 self._counter(backend),
                 first,
                 batches,
+                head[1:],
             )
         first, stream, backend = await self._first_event(backends, request, ctx, False)
         known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
@@ -167,22 +174,19 @@ class InferenceService:
 
     async def _first_event(
         self, backends: list[Backend], request: ChatRequest, ctx: CallContext, batches: bool
-    ) -> tuple[Start, AsyncGenerator[Any, None], Backend]:
-        """The first backend that starts: its Start and the rest of its stream (in batches
-        when `batches`). Failures of the backend's making fall through to the next one; the
-        request's own are raised."""
+    ) -> tuple[Any, AsyncGenerator[Any, None], Backend]:
+        """The first backend that starts: its Start and the rest of its stream; in batches
+        when `batches`, and then the whole first batch (Start first) instead of the Start.
+        Failures of the backend's making fall through to the next one; the request's own are
+        raised."""
         last_error: ModelportError | None = None
         for backend in backends:
             stream: AsyncGenerator[Any, None] = (
                 self._batches(backend, request, ctx) if batches else backend.stream(request, ctx)
             )
             try:
-                first = await anext(stream)
-                if batches:
-                    rest = first[1:]
-                    first = first[0] if first else None
-                    if rest:
-                        stream = _prepended(rest, stream)
+                item = await anext(stream)
+                first = item[0] if batches and item else item
             except _RETRYABLE as exc:
                 log.warning("backend %s failed before starting: %s", backend.name, exc.message)
                 last_error = exc
@@ -202,7 +206,7 @@ class InferenceService:
             if not isinstance(first, Start):
                 await stream.aclose()
                 raise InternalError(f"backend {backend.name} did not start its stream with Start")
-            return first, stream, backend
+            return item, stream, backend
         assert last_error is not None
         raise last_error
 

@@ -189,6 +189,7 @@ class Metering:
             generation,
             events=flat(batches),
             batches=batches,
+            head=None,
             prompt_tokens=generation.prompt_tokens or admission.prompt_tokens,
         )
 
@@ -243,9 +244,19 @@ class Metering:
                 first = generation.first
                 if first is not None:
                     meter.backend = first.backend
-                    yield [first]  # the response begins before the first token
+                    if generation.head:
+                        out.append(first)  # a whole answer: one batch
+                    else:
+                        yield [first]  # a stream begins before its first token
                 try:
-                    async for batch in batches:
+                    # The rest of the first batch (a whole answer comes in one), then the rest.
+                    batch = generation.head
+                    while True:
+                        if batch is None:
+                            try:
+                                batch = await anext(batches)
+                            except StopAsyncIteration:
+                                break
                         for event in batch:
                             # Most events: text, checked against the limit on a fast path.
                             if type(event) is TextDelta:
@@ -339,6 +350,7 @@ class Metering:
                         if out:
                             yield out
                             out = []
+                        batch = None
                     failure: ModelportError = unfinished(meter.backend or "")
                 except Exception as exc:
                     failure = stream_failure(exc, meter.backend or "")
