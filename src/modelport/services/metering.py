@@ -279,11 +279,15 @@ class Metering:
                                 continue  # one Usage, with the cost, goes out before the finish
                             if isinstance(event, Stop):
                                 meter.stop = event
-                                if out:
-                                    yield out
+                                final = self._usage_at_once(admission, meter)
+                                if final is None and out:
+                                    yield out  # the settlement may wait for a count
                                     out = []
-                                billed = await self._settle(admission, meter, counter=counter)
-                                yield [billed, event]
+                                billed = await self._settle(
+                                    admission, meter, counter=counter, final=final
+                                )
+                                out += (billed, event)
+                                yield out
                                 # Let the stream end by itself (closing it at its last event
                                 # would drop the upstream connection instead of returning it
                                 # to the pool).
@@ -426,11 +430,15 @@ class Metering:
         status: Status = "ok",
         counter: TokenCounter | None = None,
         free: bool = False,
+        final: tuple[Usage, bool, list[str]] | None = None,
     ) -> Usage:
         """Charge and record the request, once; returns its usage with the cost. Counting may
         wait (a tokenizer off the loop, an engine's tokenize endpoint); everything after it is
-        synchronous, so a cancellation during the count leaves the request to `finally`."""
-        usage, estimated, problems = await self._final_usage(admission, meter, counter)
+        synchronous, so a cancellation during the count leaves the request to `finally`.
+        `final`: the usage to bill, when `_usage_at_once` found it (then nothing waits)."""
+        if final is None:
+            final = await self._final_usage(admission, meter, counter)
+        usage, estimated, problems = final
         if meter.settled:
             return Usage(usage.prompt_tokens, usage.completion_tokens, cost_nano=0)
         meter.settled = True
@@ -503,6 +511,25 @@ class Metering:
             cost_nano=charged,
             estimated=estimated,
         )
+
+    @staticmethod
+    def _usage_at_once(admission: Admission, meter: _Meter) -> tuple[Usage, bool, list[str]] | None:
+        """`_final_usage` for a finished answer whose reported usage is believable: found
+        without waiting for anything. None when it needs a count."""
+        reported = meter.usage
+        if reported is None or meter.cut or meter.stop is None:
+            return None
+        checked = check_usage(
+            reported,
+            prompt_bytes=admission.prompt_bytes,
+            prompt_messages=len(admission.request.messages),
+            relayed_bytes=meter.completion_bytes,
+            limit=admission.limit,
+        )
+        base = checked.usage
+        if base is None or checked.recount_prompt or checked.recount_completion:
+            return None
+        return base, base.estimated, list(checked.problems)
 
     async def _final_usage(
         self, admission: Admission, meter: _Meter, counter: TokenCounter | None
