@@ -205,9 +205,26 @@ class StreamTranslator:
         if chunk.error is not None or chunk.object == "error" or event == "error":
             message, code = _chunk_error(chunk)
             raise upstream_error(None, message, code, self._upstream, self._model, None)
+        choices = chunk.choices
+        if choices and len(choices) == 1 and chunk.usage is None and self._kind == _TEXT:
+            # Most of a stream: one more piece of the text block being sent.
+            choice = choices[0]
+            delta = choice.delta
+            if (
+                delta is not None
+                and delta.content
+                and choice.index == 0
+                and choice.finish_reason is None
+                and choice.logprobs is None
+                and delta.reasoning_content is None
+                and delta.reasoning is None
+                and delta.tool_calls is None
+                and choice.text is None
+            ):
+                return [TextDelta(self._block, delta.content)]
         out: list[Event] = []
-        if chunk.choices:
-            for choice in chunk.choices:
+        if choices:
+            for choice in choices:
                 if choice.index == 0:
                     self._choice(choice, out)
         if chunk.usage is not None:
