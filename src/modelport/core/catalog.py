@@ -125,10 +125,28 @@ class DefaultParameters(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     non_thinking: SamplingDefaults | None = None
 
 
+# What a model can do, as the catalog pages tag and filter it.
+Capability = Literal["text", "thinking", "code", "tools", "structured_output"]
+CAPABILITIES: tuple[Capability, ...] = ("text", "thinking", "code", "tools", "structured_output")
+
+
+class ModelFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The facts a model page lists (empty: not shown). Parameter counts as written by the
+    model's makers ("8.2B"); contexts in tokens."""
+
+    parameters: str = ""
+    active_parameters: str = ""  # mixture-of-experts: parameters active per token
+    experts: str = ""  # e.g. "128 (8 active)"
+    layers: int = 0
+    native_context: int = 0
+    extended_context: int = 0  # with YaRN or similar
+    license: str = ""
+
+
 class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     name: str
-    description: str
+    description: str  # English
     context_length: int
     pricing: Pricing = Pricing()
     thinking: ThinkingMode = "none"
@@ -140,6 +158,14 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     owned_by: str = "modelport"
     created: int = 0
     hidden: bool = False
+    # For the catalog pages: the family ("Qwen"), capability tags, when the model was released
+    # and last updated (ISO dates), the description in Chinese, and the facts users look for.
+    family: str = ""
+    tags: tuple[Capability, ...] = ()
+    released: str = ""
+    updated: str = ""
+    description_zh: str = ""
+    facts: ModelFacts = ModelFacts()
 
     @property
     def configured(self) -> bool:
