@@ -167,10 +167,24 @@ def _get(summary: dict[str, Any], *path: str) -> float | None:
     return float(node) if node is not None else None
 
 
-def checks(summary: dict[str, Any], memory: dict[str, Any]) -> list[Check]:
+def checks(
+    summary: dict[str, Any], memory: dict[str, Any], pages: dict[str, Any] | None = None
+) -> list[Check]:
     """The issues' targets, evaluated on the gateway: issue 3's absolute ones, then issue 12's,
-    relative to the bare proxy measured in the same run."""
-    return [*_issue3_checks(summary, memory), *_issue12_checks(summary, memory)]
+    relative to the bare proxy measured in the same run, then issue 14's model page."""
+    found = [*_issue3_checks(summary, memory), *_issue12_checks(summary, memory)]
+    if pages:
+        found.append(
+            Check(
+                "model page render, median (slowest model)",
+                pages.get("render_ms_median"),
+                5.0,
+                "ms",
+                False,
+                issue=14,
+            )
+        )
+    return found
 
 
 def _gateway_memory(memory: dict[str, Any], key: str) -> list[float]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import report
+from benchmarks import pages, report
 from benchmarks.phases import (
     LOAD_PHASES,
     PACE_EVERY_MS,
@@ -103,6 +103,7 @@ class Bench:
         self.failures: dict[str, str] = {}
         self.sizes: dict[tuple[str, str], int] = {}
         self.memory: dict[str, dict[str, Any]] = {}
+        self.pages: dict[str, Any] = {}
 
     def preflight(self) -> None:
         """One validated answer per phase and target (and for TTFT), retried while starting."""
@@ -262,7 +263,8 @@ def _document(bench: Bench, params: Parameters, started: datetime) -> dict[str, 
         "ttft_samples_s": bench.ttft,
         "memory": bench.memory,
         "summary": summary,
-        "targets": [c.as_dict() for c in report.checks(summary, bench.memory)],
+        "pages": bench.pages,
+        "targets": [c.as_dict() for c in report.checks(summary, bench.memory, bench.pages)],
         "failures": bench.failures,
     }
 
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.load_round(index)
             bench.ttft_round(index)
         bench.record_memory("after")
+        print("model pages")
+        bench.pages = pages.measure(f"http://127.0.0.1:{gateway.port}")
     except BenchError as exc:
         print(f"benchmark could not run: {exc}\n(logs kept in {work})", file=sys.stderr)
         return 2
@@ -302,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.format_ceilings(document["summary"]))
     print()
-    print(report.format_checks(report.checks(document["summary"], bench.memory)))
+    print(report.format_checks(report.checks(document["summary"], bench.memory, bench.pages)))
+    if bench.pages:
+        print(
+            f"\nmodel pages: rendered in {bench.pages['render_ms_median']:.2f} ms (median, the "
+            f"slowest model), fetched over HTTP in {bench.pages['fetch_ms_median']:.2f} ms"
+        )
     output = args.output or RESULTS / f"bench-{started.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n")

@@ -17,7 +17,7 @@ from modelport.core.errors import (
     NotFound,
     RateLimited,
 )
-from modelport.http import account_routes, anthropic_routes, openai_routes, openapi
+from modelport.http import account_routes, anthropic_routes, openai_routes, openapi, web_routes
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
 from modelport.http.client_address import ClientAddresses
 from modelport.http.client_limits import BodyDeadlines, RequestsPerClient
@@ -52,6 +52,8 @@ def _route_table() -> dict[str, dict[str, Handler]]:
     for prefix in ANTHROPIC_PREFIXES[1:]:
         table[prefix + "/models"] = {"GET": anthropic_routes.list_models}
     table["/health"] = {"GET": _health}
+    for path in web_routes.PAGES:
+        table[path] = {"GET": web_routes.page, "HEAD": web_routes.page}
     table[openapi.DOCUMENT_PATH] = {"GET": openapi.handler(table)}  # no key needed
     return table
 
@@ -161,6 +163,14 @@ class App:
                     raise InternalError("The server is still starting.")
                 await account_routes.handle(self.state, exchange)
                 return
+            if methods is None and exchange.method in ("GET", "HEAD") and self.state is not None:
+                path = exchange.path
+                if path.startswith(web_routes.MODEL_PAGES):
+                    await web_routes.page(self.state, exchange)
+                    return
+                if path.startswith(web_routes.STATIC):
+                    await web_routes.static(self.state, exchange)
+                    return
             if methods is None:
                 if self.state is not None and exchange.method == "GET":
                     model_id = _model_path(exchange.path)

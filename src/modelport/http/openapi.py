@@ -125,8 +125,15 @@ def build_document(routes: Mapping[str, Iterable[str]]) -> dict[str, Any]:
     for path, methods in routes.items():
         for method in methods:
             paths.setdefault(path, {})[method.lower()] = _route_operation(path, method)
+        if path in WEB_PAGES:
+            continue
         if path.endswith("/models"):
             paths[path + "/{model_id}"] = {"get": _model_operation(path)}
+    paths["/models/{model_id}"] = {
+        "get": _page_operation("/models/{model_id}"),
+        "head": _page_operation("/models/{model_id}"),
+    }
+    paths["/static/{name}"] = {"get": _static_operation()}
     for method, tail, operation in _account_operations():
         paths.setdefault(ACCOUNT_PREFIX + tail, {})[method.lower()] = operation
     for path, operations in paths.items():
@@ -272,8 +279,86 @@ def _is_anthropic_only(path: str) -> bool:
     return path.startswith("/api/anthropic/")
 
 
+WEB_PAGES = ("/", "/models", "/get-apikey")
+_PAGE_SUMMARIES = {
+    "/": "The website's home page.",
+    "/models": "The model catalog, with search, filters and sorting.",
+    "/models/{model_id}": "A model's page: facts, prices, code samples, parameters, figures.",
+    "/get-apikey": "How to get an API key.",
+}
+_QUERY = {"in": "query", "required": False, "schema": {"type": "string"}}
+_PAGE_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/models": [
+        {"name": "q", "description": "Words that must all appear.", **_QUERY},
+        {"name": "family", "description": "A model family, e.g. Qwen.", **_QUERY},
+        {
+            "name": "cap",
+            "in": "query",
+            "required": False,
+            "description": "Capabilities the model must have (repeatable).",
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "style": "form",
+            "explode": True,
+        },
+        {"name": "anthropic", "description": "1: served by the Anthropic door.", **_QUERY},
+        {"name": "sort", "description": "popular, newest, price or context.", **_QUERY},
+    ],
+}
+
+
+def _page_operation(path: str) -> Operation:
+    """A page of the website (HTML, no key, an ETag for revalidation)."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "lang", "description": "en or zh; remembered in a cookie.", **_QUERY},
+        *_PAGE_PARAMETERS.get(path, []),
+    ]
+    if "{model_id}" in path:
+        parameters.insert(
+            0,
+            {
+                "name": "model_id",
+                "in": "path",
+                "required": True,
+                "description": "A catalog model id (it may contain a slash).",
+                "schema": {"type": "string"},
+            },
+        )
+    html = {"text/html": {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {
+        "200": {"description": "The page.", "content": html},
+        "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+    }
+    if "{model_id}" in path:
+        responses["404"] = {"description": "No such model.", "content": html}
+    return {
+        "tags": ["Website"],
+        "summary": _PAGE_SUMMARIES[path],
+        "security": _PUBLIC,
+        "parameters": parameters,
+        "responses": responses,
+    }
+
+
+def _static_operation() -> Operation:
+    return {
+        "tags": ["Website"],
+        "summary": "The website's stylesheet and script (site.css, site.js).",
+        "security": _PUBLIC,
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": {"description": "The file.", "content": {"text/css": {}, "text/javascript": {}}},
+            "304": {"description": "Not modified."},
+            **_errors((*_PUBLIC_ERRORS, _E.NotFound), "OpenAIError"),
+        },
+    }
+
+
 def _route_operation(path: str, method: str) -> Operation:
     """The operation for one route of the app's table."""
+    if path in WEB_PAGES and method in ("GET", "HEAD"):
+        return _page_operation(path)
     if method == "GET" and path == "/health":
         return {
             "tags": ["Server"],

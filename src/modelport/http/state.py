@@ -27,6 +27,7 @@ from modelport.services.metering import Metering
 from modelport.settings import Settings
 from modelport.store import open_store
 from modelport.store.sql import SqlStore
+from modelport.web.site import Site
 
 log = logging.getLogger("modelport.http")
 
@@ -68,6 +69,12 @@ class AppState:
         self.models_body = encode_model_list(catalog)
         self.anthropic_models_body = anthropic_model_list(
             card for card in catalog.models if not card.hidden
+        )
+        self.site = Site(
+            catalog,
+            public_url=settings.public_url,
+            fallback_url=f"http://{settings.host}:{settings.port}",
+            store=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
@@ -173,6 +180,7 @@ class AppState:
         if self.credit_events is not None:
             await self.credit_events.aclose()
         await self.key_events.aclose()
+        await self.site.aclose()
         for model_routes in self.routes.values():
             for route in model_routes:
                 if isinstance(route.backend, Closeable):

@@ -162,6 +162,23 @@ class UsageTotal(msgspec.Struct, frozen=True, kw_only=True):
     cost_nano: int
 
 
+class ModelActivity(msgspec.Struct, frozen=True, kw_only=True):
+    """One model's requests in a window, for its public page: counts, token sums and the
+    medians of its latencies (of the most recent `sampled` finished requests)."""
+
+    model: str
+    requests: int
+    succeeded: int  # status "ok"
+    prompt_tokens: int
+    completion_tokens: int
+    median_latency_ms: float | None
+    median_ttft_ms: float | None
+    # Output tokens per second of generation (after the first token), median over requests
+    # that streamed more than one token; None without such requests.
+    median_tokens_per_s: float | None
+    sampled: int
+
+
 class LeaseResult(msgspec.Struct, frozen=True):
     """The outcome of `lease_credit`: how much was granted into which lease, or why nothing."""
 
@@ -307,6 +324,11 @@ class BillingStore(Protocol):
         until: datetime | None = None,
     ) -> list[UsageTotal]:
         """Sums per group in group order; days in UTC."""
+        ...
+
+    def model_activity(self, since: datetime, *, sample: int = 5000) -> list[ModelActivity]:
+        """Per model, the requests created at or after `since` (every model with any), the
+        medians over the latest `sample` of them."""
         ...
 
     def ledger(self, account_id: int) -> list[LedgerEntry]:

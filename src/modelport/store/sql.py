@@ -38,6 +38,7 @@ from modelport.store.base import (
     LeaseRecord,
     LeaseResult,
     LedgerEntry,
+    ModelActivity,
     Role,
     StoreConflict,
     StoreError,
@@ -606,6 +607,55 @@ class SqlStore:
             for value, requests, prompt, completion, reasoning, cost in self._read(query)
         ]
 
+    def model_activity(self, since: datetime, *, sample: int = 5000) -> list[ModelActivity]:
+        totals = (
+            sa.select(
+                usage_rows.c.model,
+                sa.func.count(),
+                sa.func.sum(sa.case((usage_rows.c.status == "ok", 1), else_=0)),
+                sa.func.sum(usage_rows.c.prompt_tokens),
+                sa.func.sum(usage_rows.c.completion_tokens),
+            )
+            .where(usage_rows.c.created_at >= since)
+            .group_by(usage_rows.c.model)
+        )
+        recent = (
+            sa.select(
+                usage_rows.c.model,
+                usage_rows.c.latency_ms,
+                usage_rows.c.ttft_ms,
+                usage_rows.c.completion_tokens,
+            )
+            .where(usage_rows.c.created_at >= since, usage_rows.c.status == "ok")
+            .order_by(usage_rows.c.created_at.desc())
+            .limit(max(1, sample))
+        )
+        samples: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for model, latency, ttft, completion in self._read(recent):
+            latencies, ttfts, speeds = samples.setdefault(model, ([], [], []))
+            latencies.append(float(latency))
+            if ttft is not None:
+                ttfts.append(float(ttft))
+                if completion > 1 and latency > ttft:
+                    speeds.append((completion - 1) / ((latency - ttft) / 1000))
+        out = []
+        for model, requests, succeeded, prompt, completion in self._read(totals):
+            latencies, ttfts, speeds = samples.get(model, ([], [], []))
+            out.append(
+                ModelActivity(
+                    model=model,
+                    requests=int(requests),
+                    succeeded=int(succeeded or 0),
+                    prompt_tokens=int(prompt or 0),
+                    completion_tokens=int(completion or 0),
+                    median_latency_ms=_median(latencies),
+                    median_ttft_ms=_median(ttfts),
+                    median_tokens_per_s=_median(speeds),
+                    sampled=len(latencies),
+                )
+            )
+        return sorted(out, key=lambda activity: activity.model)
+
     def _utc_day(self, column: sa.ColumnElement[datetime]) -> sa.ColumnElement[str] | None:
         """SQL for the UTC date of a timestamp as "YYYY-MM-DD", where the dialect has one.
 
@@ -690,3 +740,13 @@ class SqlStore:
         except exc.SQLAlchemyError as error:
             raise self._failed(error) from None
         return True
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2

@@ -97,8 +97,13 @@ def test_operations_are_unique_keyed_and_answer_errors_in_their_doors_shape() ->
     assert len(ids) == len(set(ids))
     for path, operations in DOCUMENT["paths"].items():
         for method, operation in operations.items():
-            public = path in ("/health", "/openapi.json") or "/models" in path
+            website = operation["tags"] == ["Website"]
+            public = path in ("/health", "/openapi.json") or "/models" in path or website
             assert (operation["security"] == []) == public, (method, path)
+            if website and path != "/static/{name}":
+                # Pages answer HTML, a missing model's page too.
+                assert "text/html" in operation["responses"]["200"]["content"]
+                continue
             anthropic = path.startswith("/api/anthropic/") or "/messages" in path
             shared = not anthropic and "/models" in path  # the header chooses
             shapes = ["OpenAIError", "AnthropicError"] if shared else []

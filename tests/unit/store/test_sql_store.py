@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -234,3 +235,43 @@ def test_without_linger_a_charge_is_written_at_once(url: str) -> None:
     with SqlStore(url, linger=0) as store:
         [charge] = _charges(store, 1)
         assert store.record(charge).result(timeout=10) is True
+
+
+def test_model_activity_counts_a_window_and_takes_medians_of_the_finished_requests(
+    url: str,
+) -> None:
+    """The figures of a model's public page: requests and tokens in the window, success rate,
+    and medians of latency, time to first token and output speed."""
+    migrate(url)
+    with SqlStore(url) as store:
+        charges = _charges(store, 5)
+        shapes = [  # (model, status, latency ms, ttft ms, completion tokens, age)
+            ("m", "ok", 1000.0, 200.0, 81, timedelta(minutes=1)),
+            ("m", "ok", 2000.0, 400.0, 161, timedelta(minutes=2)),
+            ("m", "ok", 3000.0, 600.0, 1, timedelta(minutes=3)),  # one token: no speed
+            ("m", "error", 50.0, None, 0, timedelta(minutes=4)),
+            ("m", "ok", 10.0, 5.0, 3, timedelta(days=2)),  # before the window
+        ]
+        for charge, (model, status, latency, ttft, completion, age) in zip(
+            charges, shapes, strict=True
+        ):
+            usage = msgspec.structs.replace(
+                charge.usage,
+                model=model,
+                status=status,
+                latency_ms=latency,
+                ttft_ms=ttft,
+                prompt_tokens=10,
+                completion_tokens=completion,
+                created_at=T0 - age,
+            )
+            assert store.record(Charge(usage, charge.lease_id)).result(timeout=10) is True
+        [activity] = store.model_activity(T0 - timedelta(days=1))
+    assert activity.model == "m"
+    assert (activity.requests, activity.succeeded) == (4, 3)
+    assert (activity.prompt_tokens, activity.completion_tokens) == (40, 243)
+    assert activity.median_latency_ms == 2000.0  # of the three that finished
+    assert activity.median_ttft_ms == 400.0
+    # 80 tokens in 0.8 s and 160 in 1.6 s after the first: 100 tokens/s both.
+    assert activity.median_tokens_per_s == pytest.approx(100.0)
+    assert activity.sampled == 3

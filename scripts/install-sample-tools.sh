@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what tests/e2e/test_web_samples.py needs to run the model pages' code samples
+# (src/modelport/web/samples.py) against a real server, each only when missing:
+#   - Debian packages: Go (golang-go), PHP with its curl extension (php-cli, php-curl), Ruby,
+#     and gcc with libcurl's headers (libcurl4-openssl-dev) for the C sample;
+#   - axios from the npm registry, pinned, into .sample-tools/node/node_modules (git ignores it)
+#     for the Node.js sample. Node.js and npm are expected on the machine.
+# Run as root (apt-get) or with sudo. Safe to run again: it does nothing when everything is there.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+node_dir="$root/.sample-tools/node"
+axios_version="1.21.1"
+
+installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+missing=()
+for package in golang-go php-cli php-curl ruby libcurl4-openssl-dev gcc; do
+    installed "$package" || missing+=("$package")
+done
+
+if ((${#missing[@]})); then
+    sudo=""
+    if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for another apt-get (another install script) rather than fail on its lock.
+    apt=($sudo apt-get -o DPkg::Lock::Timeout=600)
+    # Only refresh the package lists when the install cannot find what it needs.
+    "${apt[@]}" install -y --no-install-recommends "${missing[@]}" || {
+        "${apt[@]}" update
+        "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+    }
+fi
+
+if [[ "$(node -p "require('$node_dir/node_modules/axios/package.json').version" 2>/dev/null)" \
+    != "$axios_version" ]]; then
+    mkdir -p "$node_dir"
+    npm install --prefix "$node_dir" --no-audit --no-fund --no-package-lock --no-save \
+        "axios@$axios_version"
+fi
+
+echo "go: $(command -v go)"
+echo "php: $(command -v php)"
+echo "ruby: $(command -v ruby)"
+echo "gcc: $(command -v gcc)"
+echo "axios: $node_dir/node_modules/axios"

@@ -1,0 +1,1 @@
+"""The public website: catalog and model pages, server-rendered."""
