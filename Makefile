@@ -7,7 +7,7 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGG
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests tools $(wildcard benchmarks)
 
-.PHONY: install lock serve test lint types layers unit fmt clean bench bench-gen bench-samplers
+.PHONY: install lock serve test lint types layers unit tools fmt clean bench bench-gen bench-samplers
 
 install: $(STAMP)
 
@@ -41,7 +41,14 @@ types: install
 layers: install
 	$(BIN)/lint-imports
 
-unit: install
+# What the website's tests run besides Python (each installs only what is missing): the
+# toolchains its code samples are run with, and Chromium, Playwright, axe-core and the Nu HTML
+# checker. A test whose tool could not be installed skips and says so.
+tools:
+	bash scripts/install-sample-tools.sh || echo "sample toolchains incomplete: their tests will skip"
+	bash scripts/install-browser-tools.sh || echo "browser tools incomplete: their tests will skip"
+
+unit: install tools
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest
 
 test: lint types layers unit
