@@ -111,6 +111,7 @@ def test_a_model_page_has_everything_a_user_needs_for_this_server(site: RunningS
     assert f"POST {PUBLIC}/api/gpt/v1/chat/completions" in page
     assert f"{PUBLIC}/api/anthropic" in page and "ANTHROPIC_BASE_URL" in page
     assert 'href="/get-apikey"' in page
+    assert page.count(">Copy</button>") >= 20 and "built-in" not in page
     for key in (
         "curl",
         "python-requests",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -180,6 +181,7 @@ class Site:
             for name, content_type in (
                 ("site.css", "text/css; charset=utf-8"),
                 ("site.js", "text/javascript; charset=utf-8"),
+                ("favicon.svg", "image/svg+xml"),
             )
         }
         # What does not change while the server runs: per model and base URL.
@@ -270,7 +272,7 @@ class Site:
         by_use = sorted(self.models, key=lambda c: (-figures.popular.get(c.id, 0), c.name))
         newest = sorted(self.models, key=lambda c: (_released_key(c), c.name), reverse=True)
         return {
-            "t": i18n.TEXT[lang],
+            "t": _WORDS[lang],
             "lang": lang,
             "html_lang": i18n.HTML_LANG[lang],
             "other_lang": "zh" if lang == "en" else "en",
@@ -368,6 +370,10 @@ class Site:
             _etag(body),
             (("content-type", content_type), ("cache-control", "public, max-age=3600")),
         )
+
+
+# The words as attributes (`t.copy` on a dict would find dict.copy); `t['tag_' ~ x]` works too.
+_WORDS = {lang: SimpleNamespace(**words) for lang, words in i18n.TEXT.items()}
 
 
 def _is_extra(sample: Sample) -> bool:
