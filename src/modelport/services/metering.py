@@ -59,7 +59,7 @@ from modelport.core.tokens import (
     prompt_floor,
 )
 from modelport.core.types import ChatRequest
-from modelport.core.usage_check import check_usage, lower_bound
+from modelport.core.usage_check import Checked, check_usage, lower_bound
 from modelport.services.credit import CreditBook, Hold
 from modelport.services.inference import (
     Generation,
@@ -519,13 +519,7 @@ class Metering:
         reported = meter.usage
         if reported is None or meter.cut or meter.stop is None:
             return None
-        checked = check_usage(
-            reported,
-            prompt_bytes=admission.prompt_bytes,
-            prompt_messages=len(admission.request.messages),
-            relayed_bytes=meter.completion_bytes,
-            limit=admission.limit,
-        )
+        checked = _checked(admission, meter)
         base = checked.usage
         if base is None or checked.recount_prompt or checked.recount_completion:
             return None
@@ -537,13 +531,7 @@ class Metering:
         """The usage to bill: the backend's where it is believable, the gateway's own count
         where it is missing or not (exact with the backend's tokenizer, else an estimate)."""
         reported = meter.usage
-        checked = check_usage(
-            reported,
-            prompt_bytes=admission.prompt_bytes,
-            prompt_messages=len(admission.request.messages),
-            relayed_bytes=meter.completion_bytes,
-            limit=admission.limit,
-        )
+        checked = _checked(admission, meter)
         problems = [] if reported is None or meter.cut else list(checked.problems)
         if meter.cut:
             problems.append("output_cut_at_limit")
@@ -663,3 +651,14 @@ def _log_record_failure(future: object) -> None:
     exception = future.exception()  # type: ignore[attr-defined]
     if exception is not None:
         log.error("writing a usage row failed: %s", exception)
+
+
+def _checked(admission: Admission, meter: _Meter) -> Checked:
+    """The reported usage checked against what the request could have used and relayed."""
+    return check_usage(
+        meter.usage,
+        prompt_bytes=admission.prompt_bytes,
+        prompt_messages=len(admission.request.messages),
+        relayed_bytes=meter.completion_bytes,
+        limit=admission.limit,
+    )

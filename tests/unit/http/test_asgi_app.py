@@ -12,6 +12,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
+from tests.support.asgi import asgi_messages
 
 from modelport.http.app import App
 from modelport.services.keys import create_key
@@ -37,23 +38,7 @@ class Client:
             "query_string": b"",
             "headers": headers,
         }
-        sent: list[dict[str, Any]] = []
-        done = asyncio.Event()
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": payload, "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        done.set()
+        sent = await asgi_messages(self.app, scope, payload)
         start = sent[0]
         response_headers = {k.decode(): v.decode() for k, v in start["headers"]}
         data = b"".join(m.get("body", b"") for m in sent[1:])

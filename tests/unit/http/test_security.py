@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.support.asgi import asgi_messages
 
 from modelport.http.app import App
 from modelport.http.exchange import Exchange
@@ -50,23 +51,7 @@ class Client:
             "headers": raw,
             "client": client,
         }
-        sent: list[dict[str, Any]] = []
-        done = asyncio.Event()
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        done.set()
+        sent = await asgi_messages(self.app, scope, b"")
         start = sent[0]
         names = [k.decode() for k, _ in start["headers"]]
         assert len(names) == len(set(names)), f"a header sent twice: {names}"

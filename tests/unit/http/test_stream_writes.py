@@ -13,6 +13,7 @@ import msgspec
 import pytest
 import pytest_asyncio
 from tests.fakes.burst_upstream import BurstUpstream, sse_stream
+from tests.support.asgi import asgi_messages
 
 from modelport.http.app import App
 from modelport.services.keys import create_key
@@ -39,23 +40,7 @@ class Gateway:
                 (b"authorization", f"Bearer {self.key}".encode()),
             ],
         }
-        sent: list[dict[str, Any]] = []
-        done = asyncio.Event()
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": msgspec.json.encode(body)}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        done.set()
+        sent = await asgi_messages(self.app, scope, msgspec.json.encode(body))
         assert sent[0]["status"] == 200
         return [m["body"] for m in sent[1:] if m.get("body")]
 
