@@ -109,7 +109,9 @@ def flood() -> Iterator[FloodUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, flood: FloodUpstream) -> Iterator[RunningServer]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, flood: FloodUpstream
+) -> Iterator[RunningServer]:
     data_dir: Path = tmp_path_factory.mktemp("backpressure")
     config = data_dir / "modelport.toml"
     config.write_text(

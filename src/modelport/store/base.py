@@ -94,6 +94,46 @@ class AccountRecord(msgspec.Struct, frozen=True, kw_only=True):
     leased_nano: int = 0  # the part of it leased to serving processes (requests in flight)
 
 
+class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A console session: the SHA-256 of its token (the cookie holds the token itself), whose
+    account it is, its CSRF token, and when it ends."""
+
+    id_hash: str
+    account_id: int
+    csrf: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ConsoleStore(Protocol):
+    """Passwords and sessions of the console (accounts in the browser)."""
+
+    def password_of(self, name: str) -> tuple[AccountRecord, str | None] | None:
+        """The account named `name` and its password hash (None: no password set)."""
+        ...
+
+    def set_password(self, account_id: int, password_hash: str) -> int:
+        """Rows changed (0: no such account)."""
+        ...
+
+    def create_session(self, session: SessionRecord) -> None: ...
+
+    def find_session(self, id_hash: str, now: datetime) -> SessionRecord | None:
+        """The session if it is neither revoked nor expired at `now`."""
+        ...
+
+    def revoke_session(self, id_hash: str, at: datetime) -> int: ...
+
+    def revoke_sessions(self, account_id: int, at: datetime) -> int:
+        """Every live session of the account (a password change, a disabled user)."""
+        ...
+
+    def purge_sessions(self, before: datetime) -> int:
+        """Delete sessions that expired or were revoked before `before`."""
+        ...
+
+
 class KeyLimits(msgspec.Struct, frozen=True, kw_only=True):
     """What a key may do; None means no limit."""
 

@@ -53,8 +53,29 @@ accounts = sa.Table(
     # account's may go below zero; a prepaid one's never does, by how leases are granted.
     sa.Column("balance_nano", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # The console's password (argon2id, with its parameters and salt); None: no browser log-in.
+    sa.Column("password_hash", sa.Text, nullable=True),
     sa.CheckConstraint("role IN ('admin', 'user')", name="ck_accounts_role"),
     sa.Index("ix_accounts_name", "name", unique=True),
+)
+
+# The console's sessions, server-side: keyed by the SHA-256 of the cookie's token.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_console_sessions_account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+    sa.Index("ix_console_sessions_account_id", "account_id"),
+    sa.Index("ix_console_sessions_expires_at", "expires_at"),
 )
 
 api_keys = sa.Table(

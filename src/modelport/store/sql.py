@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, cast
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy import exc
 
@@ -40,6 +41,7 @@ from modelport.store.base import (
     LedgerEntry,
     ModelActivity,
     Role,
+    SessionRecord,
     StoreConflict,
     StoreError,
     UsageRecord,
@@ -56,7 +58,14 @@ from modelport.store.batch import (
     write_deltas,
 )
 from modelport.store.engine import make_engine, redacted
-from modelport.store.schema import accounts, api_keys, app_meta, credit_leases, ledger
+from modelport.store.schema import (
+    accounts,
+    api_keys,
+    app_meta,
+    console_sessions,
+    credit_leases,
+    ledger,
+)
 from modelport.store.schema import usage as usage_rows
 
 # The account `create_key` (the interface without accounts) puts a key of each role into.
@@ -382,6 +391,72 @@ class SqlStore:
     def get_account_by_id(self, account_id: int) -> AccountRecord | None:
         row = self._read(_ACCOUNT_QUERY.where(accounts.c.id == account_id)).one_or_none()
         return None if row is None else _account(row._mapping)
+
+    # The console: passwords and sessions
+
+    def password_of(self, name: str) -> tuple[AccountRecord, str | None] | None:
+        row = self._read(
+            _ACCOUNT_QUERY.add_columns(accounts.c.password_hash).where(accounts.c.name == name)
+        ).one_or_none()
+        if row is None:
+            return None
+        return _account(row._mapping), row._mapping["password_hash"]
+
+    def set_password(self, account_id: int, password_hash: str) -> int:
+        statement = (
+            accounts.update().where(accounts.c.id == account_id).values(password_hash=password_hash)
+        )
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def create_session(self, session: SessionRecord) -> None:
+        try:
+            with self._write() as connection:
+                connection.execute(
+                    console_sessions.insert().values(**msgspec.structs.asdict(session))
+                )
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def find_session(self, id_hash: str, now: datetime) -> SessionRecord | None:
+        query = sa.select(console_sessions).where(
+            console_sessions.c.id_hash == id_hash,
+            console_sessions.c.revoked_at.is_(None),
+            console_sessions.c.expires_at > now,
+        )
+        row = self._read(query).one_or_none()
+        return None if row is None else SessionRecord(**row._mapping)
+
+    def revoke_session(self, id_hash: str, at: datetime) -> int:
+        return self._revoke_sessions(console_sessions.c.id_hash == id_hash, at)
+
+    def revoke_sessions(self, account_id: int, at: datetime) -> int:
+        return self._revoke_sessions(console_sessions.c.account_id == account_id, at)
+
+    def _revoke_sessions(self, which: sa.ColumnElement[bool], at: datetime) -> int:
+        statement = (
+            console_sessions.update()
+            .where(which, console_sessions.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def purge_sessions(self, before: datetime) -> int:
+        statement = console_sessions.delete().where(
+            sa.or_(console_sessions.c.expires_at < before, console_sessions.c.revoked_at < before)
+        )
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
 
     def list_accounts(self) -> list[AccountRecord]:
         """Accounts in id order."""
