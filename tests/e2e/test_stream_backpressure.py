@@ -132,6 +132,15 @@ tags = ["text"]
         yield server
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "granian 2.8.9 (the newest release) hands streamed bodies to hyper over an unbounded "
+        "channel and resolves send_bytes at once, so the app gets no backpressure from a slow "
+        "client (granian PR #887 bounds it; not released yet). Strict: this fails loudly once "
+        "a granian with the fix is installed, and the mark must go."
+    ),
+)
 def test_a_client_that_reads_nothing_holds_the_upstream_back(
     gateway: RunningServer, flood: FloodUpstream
 ) -> None:

@@ -158,9 +158,13 @@ async def pump(
     Each item is encoded and written as it comes, one write per item: a stream whose items
     are batches (one per upstream read, `core/batches.py`) leaves in as few writes as the
     upstream's reads, and while a write is in flight the next read gathers what arrived
-    meanwhile. The write itself is the backpressure: a client reading slower than the model
-    writes holds the producer, not a growing buffer. A stream still running after
-    `WATCH_AFTER_S` also watches for the client going away and then cancels the producer
+    meanwhile. The write is meant to be the backpressure (a client reading slower than the
+    model writes holds the producer): under an ASGI server with flow control it is; under
+    granian 2.8 it is not (its send resolves at once and buffers without bound until a release
+    with granian PR #887), so there a stream is held in memory up to the answer's size (the
+    metering stage's output limit); tests/e2e/test_stream_backpressure.py marks it. A stream
+    still running after `WATCH_AFTER_S` also watches for the client going away and then
+    cancels the producer
     (a client that leaves sooner is noticed at the next write). Either way `items` is
     closed, which stops the generation behind it. Returns False when the client went away
     first.
