@@ -79,7 +79,14 @@ FLOW_STEPS = [
     "no-js-filter",
     "no-js-search",
 ]
-PATHS = ["/", "/models", "/models/qwen/qwen3-8b", "/get-apikey"]
+PATHS = [
+    "/",
+    "/models",
+    "/models/qwen/qwen3-8b",
+    "/get-apikey",
+    "/console/signup",
+    "/console/login",
+]
 PAGES = [(path, lang) for path in PATHS for lang in ("en", "zh")]
 PAGE_IDS = [f"{path}:{lang}" for path, lang in PAGES]
 

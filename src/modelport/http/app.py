@@ -17,7 +17,14 @@ from modelport.core.errors import (
     NotFound,
     RateLimited,
 )
-from modelport.http import account_routes, anthropic_routes, openai_routes, openapi, web_routes
+from modelport.http import (
+    account_routes,
+    anthropic_routes,
+    console_routes,
+    openai_routes,
+    openapi,
+    web_routes,
+)
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
 from modelport.http.client_address import ClientAddresses
 from modelport.http.client_limits import BodyDeadlines, RequestsPerClient
@@ -158,6 +165,13 @@ class App:
             if throttle is not None and throttle.active and exchange.path != "/health":
                 throttle.check(self._addresses.of(exchange))  # 429 before any key lookup
             methods = self._routes.get(exchange.path)
+            if (
+                methods is None
+                and self.state is not None
+                and exchange.path.startswith(console_routes.PREFIX)
+                and await console_routes.route(self.state, exchange)
+            ):
+                return
             if methods is None and exchange.path.startswith(account_routes.PREFIX):
                 if self.state is None:
                     raise InternalError("The server is still starting.")

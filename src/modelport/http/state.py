@@ -14,6 +14,7 @@ from modelport.core.catalog import Catalog
 from modelport.protocols.anthropic.models import encode_model_list as anthropic_model_list
 from modelport.protocols.openai.models import encode_model_list
 from modelport.services.catalog import load_catalog
+from modelport.services.console import ConsoleAccounts
 from modelport.services.credit import CreditBook, process_owner
 from modelport.services.inference import InferenceService
 from modelport.services.keys import KeyService
@@ -69,6 +70,9 @@ class AppState:
         self.models_body = encode_model_list(catalog)
         self.anthropic_models_body = anthropic_model_list(
             card for card in catalog.models if not card.hidden
+        )
+        self.console = ConsoleAccounts(
+            store, policy=settings.signup, signup_credit=settings.signup_credit
         )
         self.site = Site(
             catalog,

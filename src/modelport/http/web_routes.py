@@ -14,7 +14,15 @@ STATIC = "/static/"
 
 
 async def page(state: AppState, exchange: Exchange) -> None:
-    """Home, the catalog, a model page (`/models/{id}`, ids contain a slash) or the key page."""
+    """Home, the catalog, a model page (`/models/{id}`, ids contain a slash) or the key page
+    (which sends a logged-in visitor on to the console's keys)."""
+    if exchange.path == "/get-apikey":
+        from modelport.http.console_routes import current_session
+
+        if await current_session(state, exchange) is not None:
+            headers = (("location", "/console/keys"), ("cache-control", "no-store"))
+            await exchange.respond(303, b"", HTML, headers)
+            return
     found = await state.site.page(
         exchange.path,
         query=exchange.query,

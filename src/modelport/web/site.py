@@ -219,7 +219,7 @@ class Site:
         asked = langs[0] if langs else None
         lang = i18n.choose(asked, i18n.cookie_value(cookie), accept_language)
         headers: tuple[tuple[str, str], ...] = (("vary", "Accept-Language, Cookie"),)
-        if asked is not None and asked in i18n.LANGS:
+        if asked is not None and i18n.known(asked) is not None:
             cookie_header = (
                 f"{i18n.COOKIE}={lang}; Path=/; Max-Age={i18n.COOKIE_MAX_AGE}; SameSite=Lax"
             )
@@ -286,6 +286,17 @@ class Site:
 
     def _render(self, template: str, **values: Any) -> str:
         return self._env.get_template(template).render(**values)
+
+    def render(self, template: str, lang: Lang, **values: Any) -> str:
+        """A page of another part of the site (the console) with the site's frame and words;
+        never cached (it is the visitor's own)."""
+        return self._render(
+            template,
+            **self._common(lang, Figures()),
+            title=values.pop("title", "modelport"),
+            path=values.pop("path", "/console"),
+            **values,
+        )
 
     def _home(self, lang: Lang, base: str, figures: Figures) -> str:
         common = self._common(lang, figures)

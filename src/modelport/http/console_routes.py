@@ -1,0 +1,297 @@
+"""The console's first pages: sign-up, log-in, log-out, the dashboard and the user's API keys
+(services/console.py holds the accounts logic; web/templates/console_*.html the pages).
+
+Forms post `application/x-www-form-urlencoded` bodies and work without JavaScript. Every form
+carries a CSRF token: the session's for a logged-in user, else a random one that must match the
+`mp_csrf` cookie (sign-up and log-in). The session cookie `mp_session` is HttpOnly,
+SameSite=Lax and Secure when the public URL is https; the API never reads it (it takes keys).
+A page answers a refused form with the form again and the reason, not JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from modelport.core.errors import ModelportError, NotFound, clip
+from modelport.http.client_address import ClientAddresses
+from modelport.http.exchange import Exchange
+from modelport.http.state import AppState
+from modelport.services import accounts
+from modelport.services.console import MAX_PASSWORD, ConsoleAccounts, Session
+from modelport.services.keys import revoke_key
+from modelport.web import i18n
+from modelport.web.site import HTML
+
+PREFIX = "/console"
+SESSION_COOKIE = "mp_session"
+CSRF_COOKIE = "mp_csrf"
+MAX_FORM_BYTES = 16 * 1024
+NO_STORE = ("cache-control", "no-store")
+
+
+def _cookie(state: AppState, name: str, value: str, max_age: int) -> str:
+    secure = "; Secure" if (state.settings.public_url or "").startswith("https://") else ""
+    return f"{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+
+
+def _lang(exchange: Exchange) -> i18n.Lang:
+    cookie = exchange.header("cookie")
+    return i18n.choose(None, i18n.cookie_value(cookie), exchange.header("accept-language"))
+
+
+async def current_session(state: AppState, exchange: Exchange) -> Session | None:
+    token = i18n.cookie_value(exchange.header("cookie"), SESSION_COOKIE)
+    return await state.console.session(token)
+
+
+async def _form(exchange: Exchange) -> dict[str, str]:
+    body = await exchange.body(MAX_FORM_BYTES)
+    try:
+        fields = parse_qs(body.decode(), keep_blank_values=True, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {name: values[0] for name, values in fields.items()}
+
+
+async def _page(
+    state: AppState,
+    exchange: Exchange,
+    template: str,
+    *,
+    status: int = 200,
+    headers: tuple[tuple[str, str], ...] = (),
+    **values: Any,
+) -> None:
+    lang = _lang(exchange)
+    body = state.site.render(template, lang, **values).encode()
+    await exchange.respond(status, body, HTML, (NO_STORE, *headers))
+
+
+async def _redirect(exchange: Exchange, to: str, *headers: tuple[str, str]) -> None:
+    await exchange.respond(303, b"", HTML, (("location", to), NO_STORE, *headers))
+
+
+def _next(value: str | None) -> str:
+    """Where to go after logging in: a path of this site only (no open redirect)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value[:200]
+    return PREFIX
+
+
+# ---------------------------------------------------------------------------- sign-up, log-in
+
+
+async def signup(state: AppState, exchange: Exchange) -> None:
+    await _credentials_form(state, exchange, "signup")
+
+
+async def login(state: AppState, exchange: Exchange) -> None:
+    await _credentials_form(state, exchange, "login")
+
+
+async def _credentials_form(state: AppState, exchange: Exchange, kind: str) -> None:
+    console: ConsoleAccounts = state.console
+    query = parse_qs(exchange.query[:1024])
+    nexts = query.get("next")
+    target = _next(nexts[0] if nexts else None)
+    if exchange.method == "GET":
+        csrf = secrets.token_urlsafe(24)
+        await _page(
+            state,
+            exchange,
+            "console_credentials.html",
+            headers=(("set-cookie", _cookie(state, CSRF_COOKIE, csrf, 3600)),),
+            kind=kind,
+            csrf=csrf,
+            error=None,
+            username="",
+            next=target,
+            policy=console.policy,
+        )
+        return
+    form = await _form(exchange)
+    target = _next(form.get("next") or target)
+    cookie_csrf = i18n.cookie_value(exchange.header("cookie"), CSRF_COOKIE)
+    username = form.get("username", "")[:64]
+    csrf = cookie_csrf or secrets.token_urlsafe(24)
+
+    async def again(status: int, error: str) -> None:
+        await _page(
+            state,
+            exchange,
+            "console_credentials.html",
+            status=status,
+            headers=(("set-cookie", _cookie(state, CSRF_COOKIE, csrf, 3600)),),
+            kind=kind,
+            csrf=csrf,
+            error=error,
+            username=username,
+            next=target,
+            policy=console.policy,
+        )
+
+    if not cookie_csrf or not secrets.compare_digest(cookie_csrf, form.get("csrf", "")):
+        await again(403, "csrf")
+        return
+    address = ClientAddresses(state.settings.trusted_proxies).of(exchange)
+    password = form.get("password", "")[: MAX_PASSWORD + 1]
+    try:
+        if kind == "signup":
+            session = await console.signup(username, password, address=address)
+        else:
+            old = i18n.cookie_value(exchange.header("cookie"), SESSION_COOKIE)
+            session = await console.login(username, password, address=address, replacing=old)
+    except ModelportError as error:
+        await again(error.status, error.message)
+        return
+    max_age = int((session.expires_at - datetime.now(session.expires_at.tzinfo)).total_seconds())
+    await _redirect(
+        exchange,
+        target,
+        ("set-cookie", _cookie(state, SESSION_COOKIE, session.token, max_age)),
+        ("set-cookie", _cookie(state, CSRF_COOKIE, "", 0)),
+    )
+
+
+async def logout(state: AppState, exchange: Exchange) -> None:
+    session = await current_session(state, exchange)
+    form = await _form(exchange)
+    if session is None:
+        await _redirect(exchange, PREFIX + "/login")
+        return
+    if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+        await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        return
+    token = i18n.cookie_value(exchange.header("cookie"), SESSION_COOKIE) or ""
+    await state.console.logout(token)
+    await _redirect(exchange, "/", ("set-cookie", _cookie(state, SESSION_COOKIE, "", 0)))
+
+
+# ---------------------------------------------------------------------------- logged-in pages
+
+
+async def _required(state: AppState, exchange: Exchange) -> Session | None:
+    """The session, or None after redirecting to the log-in page."""
+    session = await current_session(state, exchange)
+    if session is None:
+        await _redirect(exchange, f"{PREFIX}/login?next={quote(exchange.path)}")
+    return session
+
+
+async def dashboard(state: AppState, exchange: Exchange) -> None:
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    account = session.account
+    now = datetime.now(account.created_at.tzinfo)
+    spend: dict[str, tuple[int, int, int]] = {}
+    for label, days in (("today", 1), ("week", 7), ("month", 30)):
+        since = (
+            now - timedelta(days=days)
+            if days > 1
+            else now.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
+        totals = await _thread(
+            state.store.usage_totals, by="model", account_id=account.id, since=since
+        )
+        spend[label] = (
+            sum(t.cost_nano for t in totals),
+            sum(t.requests for t in totals),
+            sum(t.prompt_tokens + t.completion_tokens for t in totals),
+        )
+    await _page(
+        state,
+        exchange,
+        "console_home.html",
+        session=session,
+        balance=accounts.cny(account.balance_nano),
+        spend={label: (accounts.cny(c), r, t) for label, (c, r, t) in spend.items()},
+    )
+
+
+async def keys(state: AppState, exchange: Exchange) -> None:
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    account = session.account
+    created: tuple[Any, str] | None = None
+    error = None
+    status = 200
+    if exchange.method == "POST":
+        form = await _form(exchange)
+        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+            return
+        try:
+            expires = form.get("expires_at", "").strip()
+            created = await _thread(
+                accounts.create_account_key,
+                state.store,
+                form.get("name", ""),
+                user=account.name,
+                limit=form.get("limit", "").strip() or None,
+                models=tuple(form.get("models", "").split(",")) if form.get("models") else None,
+                expires_at=accounts.parse_time(expires, "expires_at") if expires else None,
+                known_models=frozenset(card.id for card in state.catalog.models),
+            )
+            status = 201
+        except ModelportError as refused:
+            error, status = refused.message, refused.status
+    grants = await _thread(state.store.list_grants, account_id=account.id)
+    await _page(
+        state,
+        exchange,
+        "console_keys.html",
+        status=status,
+        session=session,
+        grants=[accounts.grant_json(grant) for grant in reversed(grants)],
+        created=created,
+        error=error,
+        models=[card.id for card in state.site.models],
+    )
+
+
+async def revoke(state: AppState, exchange: Exchange, key_id: str) -> None:
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    form = await _form(exchange)
+    if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+        await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        return
+    grants = await _thread(state.store.list_grants, account_id=session.account.id)
+    mine = {str(grant.key.id): grant for grant in grants}
+    if key_id not in mine:  # another user's key, or none: the same answer
+        raise NotFound(f"You have no key with id {clip(key_id, 20)}.")
+    revoked = await _thread(revoke_key, state.store, key_id)
+    state.keys.forget(revoked.secret_hash)
+    await state.key_events.publish(revoked.secret_hash)
+    await _redirect(exchange, PREFIX + "/keys")
+
+
+async def _thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+async def route(state: AppState, exchange: Exchange) -> bool:
+    """Serve a console path; False when it is none of them."""
+    path, method = exchange.path, exchange.method
+    if path in (PREFIX, PREFIX + "/") and method == "GET":
+        await dashboard(state, exchange)
+    elif path == PREFIX + "/signup" and method in ("GET", "POST"):
+        await signup(state, exchange)
+    elif path == PREFIX + "/login" and method in ("GET", "POST"):
+        await login(state, exchange)
+    elif path == PREFIX + "/logout" and method == "POST":
+        await logout(state, exchange)
+    elif path == PREFIX + "/keys" and method in ("GET", "POST"):
+        await keys(state, exchange)
+    elif path.startswith(PREFIX + "/keys/") and path.endswith("/revoke") and method == "POST":
+        await revoke(state, exchange, path[len(PREFIX + "/keys/") : -len("/revoke")])
+    else:
+        return False
+    return True

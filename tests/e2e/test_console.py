@@ -1,0 +1,211 @@
+"""The console's first pages over HTTP, as a browser drives them: sign up, get a key, call the
+API with it (OpenAI SDK), revoke it; CSRF on every form; log-in refused and throttled; one
+user never sees or touches another's keys; the sign-up policy and the starting credit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from tests.e2e.server import RunningServer
+
+LOCAL = "local/smollm2-135m-instruct"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data = tmp_path_factory.mktemp("console")
+    with RunningServer(data, env={"MODELPORT_SIGNUP_CREDIT": "3"}) as running:
+        yield running
+
+
+def browser(server: RunningServer) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, timeout=60, follow_redirects=False)
+
+
+def form_csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match is not None, page[:500]
+    return match.group(1)
+
+
+def sign_up(client: httpx.Client, username: str, password: str = PASSWORD) -> httpx.Response:
+    page = client.get("/console/signup")
+    assert page.status_code == 200
+    return client.post(
+        "/console/signup",
+        data={"username": username, "password": password, "csrf": form_csrf(page.text)},
+    )
+
+
+def create_key(client: httpx.Client, name: str) -> str:
+    page = client.get("/console/keys")
+    created = client.post("/console/keys", data={"name": name, "csrf": form_csrf(page.text)})
+    assert created.status_code == 201, created.text[:500]
+    secret = re.search(r'<code id="new-key-secret">([^<]+)</code>', created.text)
+    assert secret is not None
+    return secret.group(1)
+
+
+def test_sign_up_get_a_key_and_call_the_api_with_it(server: RunningServer) -> None:
+    with browser(server) as client:
+        signed = sign_up(client, "alice")
+        assert signed.status_code == 303 and signed.headers["location"] == "/console"
+        cookie = next(
+            c for c in signed.headers.get_list("set-cookie") if c.startswith("mp_session=")
+        )
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+        home = client.get("/console")
+        assert home.status_code == 200 and "alice" in home.text
+        assert '<dd id="balance">¥3</dd>' in home.text  # the starting credit
+        assert home.headers["cache-control"] == "no-store"
+        # /get-apikey leads a logged-in user to the keys page.
+        assert client.get("/get-apikey").headers["location"] == "/console/keys"
+        secret = create_key(client, "laptop")
+        assert secret.startswith("sk-mp-")
+        listed = client.get("/console/keys").text
+        assert "laptop" in listed and secret not in listed  # the secret is shown once
+    api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    answer = api.chat.completions.create(
+        model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+    )
+    assert answer.choices[0].message.content is not None
+    # The session cookie is not an API credential.
+    with browser(server) as client:
+        sign_up(client, "alice2")
+        refused = client.post(
+            "/v1/chat/completions",
+            json={"model": LOCAL, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert refused.status_code == 401
+
+
+def test_a_revoked_key_stops_working_and_only_its_owner_can_revoke_it(
+    server: RunningServer,
+) -> None:
+    with browser(server) as bob, browser(server) as mallory:
+        sign_up(bob, "bob")
+        secret = create_key(bob, "ci")
+        key_id = re.search(r'<tr data-key-id="(\d+)">', bob.get("/console/keys").text)
+        assert key_id is not None
+        sign_up(mallory, "mallory")
+        page = mallory.get("/console/keys")
+        assert "ci" not in re.findall(r'<th scope="row">([^<]+)</th>', page.text)
+        stolen = mallory.post(
+            f"/console/keys/{key_id.group(1)}/revoke", data={"csrf": form_csrf(page.text)}
+        )
+        assert stolen.status_code == 404
+        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        ask = {"model": LOCAL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        api.chat.completions.create(**ask)  # type: ignore[call-overload]  # still works
+        page = bob.get("/console/keys")
+        revoked = bob.post(
+            f"/console/keys/{key_id.group(1)}/revoke", data={"csrf": form_csrf(page.text)}
+        )
+        assert revoked.status_code == 303
+        with pytest.raises(openai.AuthenticationError):
+            api.chat.completions.create(**ask)  # type: ignore[call-overload]
+
+
+def test_every_form_refuses_a_post_without_its_csrf_token(server: RunningServer) -> None:
+    with browser(server) as client:
+        client.get("/console/signup")
+        missing = client.post("/console/signup", data={"username": "eve", "password": PASSWORD})
+        assert missing.status_code == 403 and "mp_session" not in str(missing.headers)
+        sign_up(client, "carol")
+        for path, data in (
+            ("/console/keys", {"name": "x"}),
+            ("/console/logout", {}),
+            ("/console/keys/1/revoke", {}),
+        ):
+            for csrf in (None, "forged"):
+                body = dict(data, **({"csrf": csrf} if csrf else {}))
+                assert client.post(path, data=body).status_code == 403, (path, csrf)
+        assert client.get("/console").status_code == 200  # still logged in
+    # A cross-site form has no mp_csrf cookie to match.
+    with browser(server) as other:
+        page = other.get("/console/login")
+        token = form_csrf(page.text)
+        other.cookies.clear()
+        assert (
+            other.post(
+                "/console/login", data={"username": "carol", "password": PASSWORD, "csrf": token}
+            ).status_code
+            == 403
+        )
+
+
+def test_wrong_passwords_are_refused_then_throttled_and_log_out_ends_the_session(
+    server: RunningServer,
+) -> None:
+    with browser(server) as client:
+        sign_up(client, "dave")
+        logout_page = client.get("/console")
+        out = client.post("/console/logout", data={"csrf": form_csrf(logout_page.text)})
+        assert out.status_code == 303
+        assert client.get("/console").headers["location"].startswith("/console/login")
+        statuses = []
+        for _ in range(6):
+            page = client.get("/console/login")
+            wrong = client.post(
+                "/console/login",
+                data={
+                    "username": "dave",
+                    "password": "not it at all",
+                    "csrf": form_csrf(page.text),
+                },
+            )
+            statuses.append(wrong.status_code)
+            assert "Wrong username or password." in wrong.text or wrong.status_code == 429
+        assert statuses[:5] == [401] * 5 and statuses[5] == 429
+        page = client.get("/console/login")
+        still = client.post(
+            "/console/login",
+            data={"username": "dave", "password": PASSWORD, "csrf": form_csrf(page.text)},
+        )
+        assert still.status_code == 429  # throttled even with the right password
+
+
+def test_log_in_returns_to_where_it_was_asked_from_and_never_off_site(
+    server: RunningServer,
+) -> None:
+    with browser(server) as client:
+        sign_up(client, "erin")
+        client.cookies.clear()
+        assert (
+            client.get("/console/keys").headers["location"] == "/console/login?next=/console/keys"
+        )
+        for asked, expected in (
+            ("/console/keys", "/console/keys"),
+            ("//evil.example/", "/console"),
+            ("https://evil.example/", "/console"),
+        ):
+            page = client.get("/console/login", params={"next": asked})
+            done = client.post(
+                "/console/login",
+                data={
+                    "username": "erin",
+                    "password": PASSWORD,
+                    "csrf": form_csrf(page.text),
+                    "next": asked,
+                },
+            )
+            assert done.status_code == 303 and done.headers["location"] == expected
+
+
+def test_a_closed_sign_up_refuses_new_accounts(tmp_path: Path) -> None:
+    with RunningServer(tmp_path / "closed", env={"MODELPORT_SIGNUP": "closed"}) as closed:
+        with browser(closed) as client:
+            page = client.get("/console/signup")
+            assert 'id="signup-closed"' in page.text
+            client.cookies.set("mp_csrf", "x")
+            refused = client.post(
+                "/console/signup", data={"username": "zed", "password": PASSWORD, "csrf": "x"}
+            )
+            assert refused.status_code == 403
+            assert "mp_session" not in str(refused.headers)
