@@ -199,13 +199,13 @@ def test_log_in_returns_to_where_it_was_asked_from_and_never_off_site(
 
 
 def test_a_closed_sign_up_refuses_new_accounts(tmp_path: Path) -> None:
-    with RunningServer(tmp_path / "closed", env={"MODELPORT_SIGNUP": "closed"}) as closed:
-        with browser(closed) as client:
-            page = client.get("/console/signup")
-            assert 'id="signup-closed"' in page.text
-            client.cookies.set("mp_csrf", "x")
-            refused = client.post(
-                "/console/signup", data={"username": "zed", "password": PASSWORD, "csrf": "x"}
-            )
-            assert refused.status_code == 403
-            assert "mp_session" not in str(refused.headers)
+    closed = RunningServer(tmp_path / "closed", env={"MODELPORT_SIGNUP": "closed"})
+    with closed, browser(closed) as client:
+        page = client.get("/console/signup")
+        assert 'id="signup-closed"' in page.text
+        client.cookies.set("mp_csrf", "x")
+        refused = client.post(
+            "/console/signup", data={"username": "zed", "password": PASSWORD, "csrf": "x"}
+        )
+        assert refused.status_code == 403
+        assert "mp_session" not in str(refused.headers)
