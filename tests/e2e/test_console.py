@@ -5,6 +5,7 @@ user never sees or touches another's keys; the sign-up policy and the starting c
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,38 @@ def test_a_closed_sign_up_refuses_new_accounts(tmp_path: Path) -> None:
         )
         assert refused.status_code == 403
         assert "mp_session" not in str(refused.headers)
+
+
+def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_csv(
+    server: RunningServer,
+) -> None:
+    with browser(server) as client:
+        sign_up(client, "frank")
+        empty = client.get("/console/usage")
+        assert empty.status_code == 200 and 'id="spend-chart"' in empty.text
+        secret = create_key(client, "notebook")
+        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        for _ in range(2):
+            api.chat.completions.create(
+                model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+            )
+        time.sleep(0.5)  # the usage rows are written just behind the answers
+        page = client.get("/console/usage", params={"days": "7"})
+        assert page.status_code == 200
+        by_model = page.text[page.text.index('id="usage-by-model"') :]
+        row = re.search(rf"<th scope=\"row\">{re.escape(LOCAL)}</th><td>(\d+)</td>", by_model)
+        assert row is not None and row.group(1) == "2"
+        by_key = page.text[page.text.index('id="usage-by-key"') :]
+        assert '<th scope="row">notebook</th><td>2</td>' in by_key
+        assert page.text.count("<rect ") == 7  # one bar a day
+        csv = client.get("/console/usage.csv", params={"by": "model", "days": "7"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        assert "attachment" in csv.headers["content-disposition"]
+        lines = csv.text.strip().split("\r\n")
+        assert lines[0].startswith("group,requests")
+        assert lines[1].startswith(f"{LOCAL},2,")
+    # Another user sees none of it.
+    with browser(server) as other:
+        sign_up(other, "grace")
+        assert "notebook" not in other.get("/console/usage").text
+        assert LOCAL not in other.get("/console/usage.csv?by=model").text

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from markupsafe import Markup
+
 from modelport.core.errors import ModelportError, NotFound, clip
 from modelport.http.client_address import ClientAddresses
 from modelport.http.exchange import Exchange
@@ -23,7 +25,7 @@ from modelport.http.state import AppState
 from modelport.services import accounts
 from modelport.services.console import MAX_PASSWORD, ConsoleAccounts, Session
 from modelport.services.keys import revoke_key
-from modelport.web import i18n
+from modelport.web import charts, i18n
 from modelport.web.site import HTML
 
 PREFIX = "/console"
@@ -273,6 +275,98 @@ async def revoke(state: AppState, exchange: Exchange, key_id: str) -> None:
     await _redirect(exchange, PREFIX + "/keys")
 
 
+USAGE_DAYS = (7, 30, 90)
+
+
+async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> None:
+    """The account's usage over the last 7, 30 or 90 days, by day (with a chart of the spend),
+    by model and by key; one key only with `key=ID`. `/console/usage.csv?by=day|model|key`
+    exports the same totals."""
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    account = session.account
+    query = {name: values[0] for name, values in parse_qs(exchange.query[:1024]).items()}
+    days = int(query["days"]) if query.get("days") in {str(d) for d in USAGE_DAYS} else 30
+    grants = await _thread(state.store.list_grants, account_id=account.id)
+    names = {str(grant.key.id): grant.key.name for grant in grants}
+    key = query.get("key") if query.get("key") in names else None
+    key_id = int(key) if key is not None else None
+    now = datetime.now(account.created_at.tzinfo)
+    since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    totals = {
+        by: await _thread(
+            state.store.usage_totals,
+            by=by,
+            account_id=account.id,
+            key_id=key_id if by != "key" else None,
+            since=since,
+        )
+        for by in ("day", "model", "key")
+    }
+    if csv:
+        by = query.get("by") or "day"
+        by = by if by in totals else "day"
+        lines = ["group,requests,prompt_tokens,completion_tokens,reasoning_tokens,cost_cny"]
+        for total in totals[by]:
+            group = names.get(total.group, total.group) if by == "key" else total.group
+            lines.append(
+                ",".join(
+                    [
+                        _csv_field(group),
+                        str(total.requests),
+                        str(total.prompt_tokens),
+                        str(total.completion_tokens),
+                        str(total.reasoning_tokens),
+                        accounts.cny(total.cost_nano),
+                    ]
+                )
+            )
+        filename = f"modelport-usage-{by}-{days}d.csv"
+        await exchange.respond(
+            200,
+            ("\r\n".join(lines) + "\r\n").encode(),
+            "text/csv; charset=utf-8",
+            (NO_STORE, ("content-disposition", f'attachment; filename="{filename}"')),
+        )
+        return
+    by_day = {total.group: total for total in totals["day"]}
+    day_list = [(since + timedelta(days=offset)).date().isoformat() for offset in range(days)]
+    lang = _lang(exchange)
+    chart = charts.bars(
+        [(day[5:], by_day[day].cost_nano / 1e9 if day in by_day else 0.0) for day in day_list],
+        title=i18n.TEXT[lang]["usage_chart"],
+        value_text=lambda value: f"¥{value:.4g}",
+        chart_id="spend-chart",
+    )
+    await _page(
+        state,
+        exchange,
+        "console_usage.html",
+        session=session,
+        days=days,
+        day_choices=USAGE_DAYS,
+        key=key,
+        keys=names,
+        chart=Markup(chart),
+        by_day=[by_day[day] for day in reversed(day_list) if day in by_day],
+        by_model=totals["model"],
+        by_key=totals["key"],
+        cny=accounts.cny,
+        lambda_identity=lambda group: group,
+        key_name=lambda group: names.get(group, group),
+    )
+
+
+def _csv_field(value: str) -> str:
+    """A CSV field, quoted when needed, never read as a formula by a spreadsheet."""
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        value = "'" + value
+    if any(c in value for c in ',"\r\n'):
+        value = '"' + value.replace('"', '""') + '"'
+    return value
+
+
 async def _thread(function: Any, *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(function, *args, **kwargs)
 
@@ -288,6 +382,10 @@ async def route(state: AppState, exchange: Exchange) -> bool:
         await login(state, exchange)
     elif path == PREFIX + "/logout" and method == "POST":
         await logout(state, exchange)
+    elif path == PREFIX + "/usage" and method == "GET":
+        await usage(state, exchange)
+    elif path == PREFIX + "/usage.csv" and method == "GET":
+        await usage(state, exchange, csv=True)
     elif path == PREFIX + "/keys" and method in ("GET", "POST"):
         await keys(state, exchange)
     elif path.startswith(PREFIX + "/keys/") and path.endswith("/revoke") and method == "POST":
