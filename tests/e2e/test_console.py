@@ -4,7 +4,10 @@ user never sees or touches another's keys; the sign-up policy and the starting c
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +248,42 @@ def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_cs
         sign_up(other, "grace")
         assert "notebook" not in other.get("/console/usage").text
         assert LOCAL not in other.get("/console/usage.csv?by=model").text
+
+
+VNU = (
+    Path(__file__).parents[1]
+    / "browser"
+    / "node_modules"
+    / "vnu-jar"
+    / "build"
+    / "dist"
+    / "vnu.jar"
+)
+
+
+def test_the_logged_in_pages_are_valid_html(server: RunningServer, tmp_path: Path) -> None:
+    """The Nu HTML Checker on the pages only a logged-in user sees (tests/e2e/test_web_browser.py
+    checks the public ones, with axe too)."""
+    if not VNU.is_file() or shutil.which("java") is None:
+        pytest.skip("missing vnu.jar or java: run scripts/install-browser-tools.sh")
+    files = []
+    with browser(server) as client:
+        sign_up(client, "heidi")
+        create_key(client, "first")
+        for path in ("/console", "/console/keys", "/console/usage"):
+            for lang in ("en", "zh"):
+                client.cookies.set("lang", lang)
+                page = client.get(path)
+                assert page.status_code == 200, path
+                file = tmp_path / f"{path.strip('/').replace('/', '_')}-{lang}.html"
+                file.write_bytes(page.content)
+                files.append(str(file))
+    done = subprocess.run(
+        ["java", "-jar", str(VNU), "--format", "json", "--stdout", "--exit-zero-always", *files],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    errors = [m for m in json.loads(done.stdout)["messages"] if m.get("type") == "error"]
+    assert errors == [], errors
