@@ -270,7 +270,7 @@ def test_the_logged_in_pages_are_valid_html(server: RunningServer, tmp_path: Pat
     with browser(server) as client:
         sign_up(client, "heidi")
         create_key(client, "first")
-        for path in ("/console", "/console/keys", "/console/usage"):
+        for path in ("/console", "/console/keys", "/console/usage", "/console/playground"):
             for lang in ("en", "zh"):
                 client.cookies.set("lang", lang)
                 page = client.get(path)
@@ -287,3 +287,33 @@ def test_the_logged_in_pages_are_valid_html(server: RunningServer, tmp_path: Pat
     )
     errors = [m for m in json.loads(done.stdout)["messages"] if m.get("type") == "error"]
     assert errors == [], errors
+
+
+def test_the_playground_answers_without_javascript_with_the_users_own_key(
+    server: RunningServer,
+) -> None:
+    with browser(server) as client, browser(server) as other:
+        sign_up(client, "ivan")
+        secret = create_key(client, "play")
+        page = client.get("/console/playground")
+        assert page.status_code == 200
+        assert 'id="pg-temperature"' in page.text and "0 – 2" in page.text
+        form = {
+            "csrf": form_csrf(page.text),
+            "key": secret,
+            "model": LOCAL,
+            "message": "Say hi",
+            "max_tokens": "8",
+        }
+        answered = client.post("/console/playground", data=form)
+        assert answered.status_code == 200, answered.text[-500:]
+        text = re.search(r'<pre id="pg-answer" class="answer">([^<]*)</pre>', answered.text)
+        assert text is not None and text.group(1).strip()
+        assert re.search(r'<p id="pg-usage">.*¥', answered.text)
+        # A bad parameter is a clear refusal naming it; someone else's key is refused.
+        bad = client.post("/console/playground", data={**form, "temperature": "9"})
+        assert bad.status_code == 400 and "temperature" in bad.text
+        sign_up(other, "judy")
+        page = other.get("/console/playground")
+        stolen = other.post("/console/playground", data={**form, "csrf": form_csrf(page.text)})
+        assert stolen.status_code == 403 and "own keys" in stolen.text

@@ -11,6 +11,7 @@ A page answers a refused form with the form again and the reason, not JSON.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,10 +19,17 @@ from urllib.parse import parse_qs, quote
 
 from markupsafe import Markup
 
-from modelport.core.errors import ModelportError, NotFound, clip
+from modelport.core.errors import (
+    InvalidRequest,
+    ModelportError,
+    NotFound,
+    PermissionDenied,
+    clip,
+)
 from modelport.http.client_address import ClientAddresses
-from modelport.http.exchange import Exchange
+from modelport.http.exchange import Exchange, collect_whole
 from modelport.http.state import AppState
+from modelport.protocols.openai.decode import decode_chat_request
 from modelport.services import accounts
 from modelport.services.console import MAX_PASSWORD, ConsoleAccounts, Session
 from modelport.services.keys import revoke_key
@@ -275,6 +283,107 @@ async def revoke(state: AppState, exchange: Exchange, key_id: str) -> None:
     await _redirect(exchange, PREFIX + "/keys")
 
 
+# The playground's sampling inputs: numbers of the OpenAI door's request, shown with the
+# ranges and this model's defaults from the parameter reference (web/params.py).
+PLAYGROUND_NUMBERS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "max_tokens",
+    "seed",
+)
+EFFORTS = ("", "none", "minimal", "low", "medium", "high")
+
+
+async def playground(state: AppState, exchange: Exchange) -> None:
+    """Try a model: with JavaScript the browser calls the API itself with one of the user's
+    keys (kept in the tab's sessionStorage, never sent to the console) and streams the answer,
+    reasoning apart; without it the form posts here and the answer comes back whole, billed
+    to the same key like any API call."""
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    models = state.site.models
+    query = {name: values[0] for name, values in parse_qs(exchange.query[:1024]).items()}
+    form: dict[str, str] = {}
+    answer: dict[str, Any] | None = None
+    error = None
+    status = 200
+    if exchange.method == "POST":
+        form = await _form(exchange)
+        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+            return
+        try:
+            answer = await _play(state, session, form, exchange)
+            if answer is None:  # the browser went away: the generation was stopped
+                return
+        except ModelportError as refused:
+            error, status = refused.message, refused.status
+    chosen = form.get("model") or query.get("model") or ""
+    card = state.catalog.get(chosen) if chosen else None
+    if card is None or card.hidden:
+        card = next((m for m in models if m.id == "qwen/qwen3-8b"), models[0])
+    params = {p.name: p for p in state.site.parameter_reference(card.id)}
+    await _page(
+        state,
+        exchange,
+        "console_playground.html",
+        status=status,
+        session=session,
+        models=models,
+        card=card,
+        numbers=[params[name] for name in PLAYGROUND_NUMBERS if name in params],
+        efforts=EFFORTS,
+        form=form,
+        answer=answer,
+        error=error,
+    )
+
+
+async def _play(
+    state: AppState, session: Session, form: dict[str, str], exchange: Exchange
+) -> dict[str, Any] | None:
+    """The no-JavaScript playground: the form's request through the OpenAI door's decoder and
+    the metering stage, with the user's own key."""
+    principal = await state.keys.authenticate(form.get("key", "").strip())
+    if principal.account_id != session.account.id:
+        raise PermissionDenied("Use one of your own keys.", param="key")
+    messages = []
+    if form.get("system", "").strip():
+        messages.append({"role": "system", "content": form["system"]})
+    messages.append({"role": "user", "content": form.get("message", "")})
+    body: dict[str, Any] = {"model": form.get("model", ""), "messages": messages}
+    for name in PLAYGROUND_NUMBERS:
+        text = form.get(name, "").strip()
+        if text:
+            try:
+                body[name] = int(text) if name in ("top_k", "max_tokens", "seed") else float(text)
+            except ValueError:
+                raise InvalidRequest(f"{name} must be a number", param=name) from None
+    if form.get("reasoning_effort") in EFFORTS[1:]:
+        body["reasoning_effort"] = form["reasoning_effort"]
+    chat, _ = decode_chat_request(json.dumps(body).encode())
+    generation = await state.metering.start(principal, chat, incremental=False)
+    completion = await collect_whole(generation.in_batches(), exchange.disconnected)
+    if completion is None:
+        return None
+    usage = completion.usage
+    return {
+        "text": completion.text or "",
+        "reasoning": completion.reasoning or "",
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost": accounts.cny(usage.cost_nano or 0),
+        "finish_reason": completion.finish_reason,
+    }
+
+
 USAGE_DAYS = (7, 30, 90)
 
 
@@ -386,6 +495,8 @@ async def route(state: AppState, exchange: Exchange) -> bool:
         await usage(state, exchange)
     elif path == PREFIX + "/usage.csv" and method == "GET":
         await usage(state, exchange, csv=True)
+    elif path == PREFIX + "/playground" and method in ("GET", "POST"):
+        await playground(state, exchange)
     elif path == PREFIX + "/keys" and method in ("GET", "POST"):
         await keys(state, exchange)
     elif path.startswith(PREFIX + "/keys/") and path.endswith("/revoke") and method == "POST":

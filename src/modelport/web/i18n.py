@@ -245,6 +245,22 @@ TEXT: dict[Lang, dict[str, str]] = {
         "completion_tokens": "Output tokens",
         "export_csv": "Download CSV",
         "no_usage": "No requests in this period.",
+        "playground_title": "Playground",
+        "playground_lead": (
+            "Try a model with one of your keys. The key stays in this browser tab: the page "
+            "calls the API with it, as your programs do."
+        ),
+        "your_key": "Your API key",
+        "system_prompt": "System prompt (optional)",
+        "message": "Message",
+        "reasoning_effort": "Reasoning effort",
+        "default": "Default",
+        "send": "Send",
+        "answer": "Answer",
+        "reasoning_label": "Reasoning",
+        "usage_label": "Usage",
+        "finish": "Finish",
+        "range": "Range",
     },
     "zh": {
         "site_tagline": "自托管大模型 API：兼容 OpenAI 与 Anthropic",
@@ -415,5 +431,20 @@ TEXT: dict[Lang, dict[str, str]] = {
         "completion_tokens": "输出 tokens",
         "export_csv": "下载 CSV",
         "no_usage": "这段时间没有请求。",
+        "playground_title": "体验中心",
+        "playground_lead": (
+            "用您的 Key 试用模型。Key 只保存在当前浏览器标签页：页面像您的程序一样用它调用 API。"
+        ),
+        "your_key": "您的 API Key",
+        "system_prompt": "系统提示词（可选）",
+        "message": "消息",
+        "reasoning_effort": "思考强度",
+        "default": "默认",
+        "send": "发送",
+        "answer": "回答",
+        "reasoning_label": "思考过程",
+        "usage_label": "用量",
+        "finish": "结束原因",
+        "range": "范围",
     },
 }

@@ -346,6 +346,10 @@ class Site:
             path="/models/" + card.id,
         )
 
+    def parameter_reference(self, model_id: str) -> list[ParamDoc]:
+        """The parameter reference of a catalog model (made once at start-up)."""
+        return self._params[model_id]
+
     def _samples_for(self, base: str, card: ModelCard) -> tuple[list[Sample], list[Sample]]:
         """The code samples and agent recipes for a base URL and model, made once."""
         key = (base, card.id)

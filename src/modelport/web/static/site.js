@@ -104,8 +104,92 @@ function setupCatalog() {
   form.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
 }
 
+// The console's playground: the browser calls the API itself with the user's key (kept in
+// this tab's sessionStorage, never sent to the console) and streams the answer, the
+// reasoning apart, then shows the usage and cost. Without this script the form posts to the
+// console and the answer comes back whole.
+function setupPlayground() {
+  const form = document.getElementById("playground");
+  if (!form) return;
+  const key = document.getElementById("pg-key");
+  const reasoning = document.getElementById("pg-reasoning");
+  const answer = document.getElementById("pg-answer");
+  const usage = document.getElementById("pg-usage");
+  const send = document.getElementById("pg-send");
+  key.value = sessionStorage.getItem("modelport-key") || "";
+  const numbers = ["temperature", "top_p", "top_k", "min_p", "presence_penalty",
+    "frequency_penalty", "repetition_penalty", "max_tokens", "seed"];
+  const integers = new Set(["top_k", "max_tokens", "seed"]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    sessionStorage.setItem("modelport-key", String(data.get("key") || ""));
+    const messages = [];
+    const system = String(data.get("system") || "").trim();
+    if (system) messages.push({ role: "system", content: system });
+    messages.push({ role: "user", content: String(data.get("message") || "") });
+    const body = {
+      model: String(data.get("model")), messages, stream: true,
+      stream_options: { include_usage: true },
+    };
+    for (const name of numbers) {
+      const text = String(data.get(name) || "").trim();
+      if (text) body[name] = integers.has(name) ? parseInt(text, 10) : parseFloat(text);
+    }
+    const effort = String(data.get("reasoning_effort") || "");
+    if (effort) body.reasoning_effort = effort;
+    reasoning.textContent = "";
+    answer.textContent = "";
+    usage.textContent = "";
+    send.disabled = true;
+    try {
+      const response = await fetch("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: "Bearer " + data.get("key") },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        const failure = await response.json().catch(() => ({}));
+        usage.textContent = (failure.error && failure.error.message) || response.statusText;
+        return;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        const events = buffer.split("\n\n");
+        buffer = events.pop();
+        for (const block of events) {
+          for (const line of block.split("\n")) {
+            if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+            const chunk = JSON.parse(line.slice(6));
+            if (chunk.error) { usage.textContent = chunk.error.message; continue; }
+            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+            if (delta && delta.reasoning) reasoning.textContent += delta.reasoning;
+            if (delta && delta.content) answer.textContent += delta.content;
+            if (chunk.usage) {
+              const u = chunk.usage;
+              const thought = (u.completion_tokens_details || {}).reasoning_tokens || 0;
+              usage.textContent = `${u.prompt_tokens} + ${u.completion_tokens} tokens`
+                + ` (${thought} reasoning)` + (u.cost !== undefined ? ` · ¥${u.cost}` : "");
+            }
+          }
+        }
+      }
+    } catch (error) {
+      usage.textContent = String(error);
+    } finally {
+      send.disabled = false;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupCopy();
   setupTabs();
   setupCatalog();
+  setupPlayground();
 });
