@@ -1,0 +1,68 @@
+"""The console in headless Chromium (Debian's, driven by Playwright through its executable
+path): sign up → create a key (copied) → call the API with it through the OpenAI SDK → the
+playground streams an answer → the usage page shows the calls → log out. Screenshots go to
+tests/browser/artifacts/console-1/ and console-2/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from tests.e2e.server import RunningServer
+from tests.e2e.test_web_browser import BROWSER, artifacts, skip_if_missing
+
+LOCAL = "local/smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    skip_if_missing(browser=True)
+    data = tmp_path_factory.mktemp("console-browser")
+    with RunningServer(data, env={"MODELPORT_SIGNUP_CREDIT": "5"}) as running:
+        yield running
+
+
+def run(server: RunningServer, phase: str, state: Path, *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            "node",
+            str(BROWSER / "console.mjs"),
+            "--base",
+            server.base_url,
+            "--phase",
+            phase,
+            "--state",
+            str(state),
+            "--out",
+            str(artifacts(f"console-{phase}")),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"console.mjs printed nothing:\n{done.stderr[-3000:]}"
+    summary: dict[str, Any] = json.loads(lines[-1])
+    assert summary["ok"], json.dumps(summary, indent=2)
+    return summary
+
+
+def test_sign_up_key_sdk_playground_usage_log_out(server: RunningServer, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    first = run(server, "1", state, "--user", "pw-user")
+    secret = first["secret"]
+    api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    answer = api.chat.completions.create(
+        model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+    )
+    assert answer.choices[0].message.content is not None
+    second = run(server, "2", state, "--key", secret, "--model", LOCAL)
+    usage_step = next(s for s in second["steps"] if s["name"] == "usage")
+    assert LOCAL in usage_step["row"]
