@@ -1,9 +1,10 @@
 """The `modelport` command line: `serve`, `users create | show | list | topup`,
-`keys create | list | revoke`, and `usage`.
+`keys create | list | revoke`, `codes create | list`, and `usage`.
 
 Builds the settings once (a bad setting exits 2 with the reason), migrates the database
 before any store use, and prints secrets only where a human asked for one: the first-start
-admin key, and `keys create`, whose secret is alone on the last line of stdout for scripts.
+admin key, `keys create`, whose secret is alone on the last line of stdout for scripts, and
+`codes create`, whose codes are the last lines, one a line.
 A bad value is one error line and a non-zero exit, never a traceback: numeric options are
 checked against what they may hold (a port, a rate, a key id) as they are parsed (exit 2,
 argparse's usage line first), amounts and times by the services (exit 1).
@@ -28,7 +29,7 @@ import msgspec
 
 from modelport.core.catalog import ConfigError
 from modelport.core.errors import InvalidRequest, ModelportError, clip
-from modelport.services import accounts
+from modelport.services import accounts, codes
 from modelport.services.catalog import load_catalog
 from modelport.services.keys import ensure_admin_key, revoke_key
 from modelport.settings import Settings, load_settings
@@ -107,6 +108,23 @@ def _parser() -> argparse.ArgumentParser:
     topup.add_argument("amount", metavar="AMOUNT", help="CNY, e.g. 50 or 12.5 (or -3)")
     topup.add_argument("--reason", required=True, help="recorded in the ledger")
 
+    code_parser = commands.add_parser("codes", help="top-up codes: make a batch, list them")
+    code_actions = code_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new_codes = code_actions.add_parser(
+        "create", help="a batch of codes worth an amount each; they are printed once"
+    )
+    new_codes.add_argument(
+        "--count", type=_whole(1, codes.MAX_COUNT), required=True, help="how many codes"
+    )
+    new_codes.add_argument("--amount", metavar="CNY", required=True, help="what each is worth")
+    new_codes.add_argument("--expires", metavar="ISO_TIME", help="when the codes stop working")
+    new_codes.add_argument("--batch", metavar="NAME", help="a label (default: the time)")
+    new_codes.add_argument("--json", action="store_true", help="print one JSON object")
+    list_codes = code_actions.add_parser(
+        "list", help="codes and their state, as JSON (never the codes themselves)"
+    )
+    list_codes.add_argument("--batch", metavar="NAME", help="one batch only")
+
     usage = commands.add_parser("usage", help="usage totals by day, model or key, as JSON")
     usage.add_argument("--by", choices=("day", "model", "key"), default="day")
     usage.add_argument("--user", help="one user only")
@@ -183,6 +201,33 @@ def _users(args: argparse.Namespace, store: SqlStore) -> int:
     else:
         account = accounts.top_up(store, args.name, args.amount, reason=args.reason)
         _print_json(accounts.account_json(account))
+    return EXIT_OK
+
+
+def _codes(args: argparse.Namespace, store: SqlStore) -> int:
+    if args.action == "list":
+        now = datetime.now(UTC)
+        _print_json([codes.code_json(record, now) for record in store.list_codes(batch=args.batch)])
+        return EXIT_OK
+    created = codes.create_codes(
+        store,
+        args.count,
+        args.amount,
+        expires_at=_time(args.expires, "--expires"),
+        batch=args.batch,
+        created_by="cli",
+    )
+    if args.json:
+        print(msgspec.json.encode(codes.created_json(created)).decode())
+        return EXIT_OK
+    first = created[0][0]
+    expiry = "" if first.expires_at is None else f", until {first.expires_at.isoformat()}"
+    print(
+        f"Created {len(created)} code(s) of {accounts.cny(first.amount_nano)} CNY in batch "
+        f"{first.batch!r}{expiry}. They are shown once, store them now:"
+    )
+    for _record, code in created:
+        print(code)
     return EXIT_OK
 
 
@@ -346,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _users(args, store)
             if args.command == "usage":
                 return _usage(args, store)
+            if args.command == "codes":
+                return _codes(args, store)
             return _keys(args, store, settings)
         finally:
             store.close()

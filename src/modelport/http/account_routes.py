@@ -8,6 +8,9 @@ Owner (any key):
   caller is an admin.
 - `GET /api/v1/me`: the caller's account and balance.
 - `GET /api/v1/usage?by=day|model|key[&since=ISO][&until=ISO]`: the account's totals.
+- `POST /api/v1/codes/redeem` `{"code": "MPC-…"}`: spend a top-up code on the caller's account
+  (`services/codes`); a code that does not exist, was spent or expired is one answer, and
+  failures are throttled per account (429).
 
 Admin (admin keys only):
 - `GET|POST /api/v1/admin/users`, `GET /api/v1/admin/users/NAME`,
@@ -15,7 +18,9 @@ Admin (admin keys only):
   `GET /api/v1/admin/users/NAME/ledger`;
 - `GET|POST /api/v1/admin/keys` (`{"name", "user", "rpm", "tpm", "limit", "models",
   "expires_at"}`; the secret is in the answer once), `DELETE /api/v1/admin/keys/ID` (revoke);
-- `GET /api/v1/admin/usage?by=…[&user=NAME][&key=ID][&since][&until]`.
+- `GET /api/v1/admin/usage?by=…[&user=NAME][&key=ID][&since][&until]`;
+- `GET|POST /api/v1/admin/codes` (`?batch=NAME` / `{"count", "amount", "expires_at",
+  "batch"}`; the codes are in the answer once): top-up codes.
 
 Money is an exact CNY decimal string (`"balance": "12.5"`) beside integer nano-yuan; an
 amount sent as a JSON number is read exactly too. What a client sent and an error repeats is
@@ -25,6 +30,7 @@ clipped (`core.errors.clip`); numbers are checked against what the store holds (
 from __future__ import annotations
 
 import asyncio
+import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -43,11 +49,14 @@ from modelport.http.auth import api_key_from
 from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
 from modelport.protocols.validation import INT64_MAX, decode_json
-from modelport.services import accounts
+from modelport.services import accounts, codes
+from modelport.services.auth_throttle import AuthThrottle
 from modelport.services.keys import Principal, revoke_key
 
 PREFIX = "/api/v1/"
 _GROUPS = ("day", "model", "key")
+# Failed code redemptions per account, one throttle per app (counted on its event loop).
+_REDEEM_THROTTLES: weakref.WeakKeyDictionary[AppState, AuthThrottle] = weakref.WeakKeyDictionary()
 
 
 async def handle(state: AppState, exchange: Exchange) -> None:
@@ -70,14 +79,19 @@ async def handle(state: AppState, exchange: Exchange) -> None:
     if parts == ["usage"]:
         _allow(method, "GET")
         return await _usage(state, exchange, account_id=principal.account_id, key_id=None)
+    if parts == ["codes", "redeem"]:
+        _allow(method, "POST")
+        return await _redeem(state, exchange, principal)
     if parts[:1] == ["admin"]:
         if principal.role != "admin":
             raise PermissionDenied("This needs an admin key.")
-        return await _admin(state, exchange, parts[1:])
+        return await _admin(state, exchange, parts[1:], principal)
     raise NotFound(f"No route for {method} {clip(exchange.path)}.")
 
 
-async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
+async def _admin(
+    state: AppState, exchange: Exchange, parts: list[str], principal: Principal
+) -> None:
     method, store = exchange.method, state.billing_store
     if parts == ["users"]:
         _allow(method, "GET", "POST")
@@ -141,7 +155,45 @@ async def _admin(state: AppState, exchange: Exchange, parts: list[str]) -> None:
             account_id = (await _run(accounts.get_user, store, query["user"])).id
         key_id = _int(query, "key", accounts.KEY_ID_MAX)
         return await _usage(state, exchange, account_id=account_id, key_id=key_id)
+    if parts == ["codes"]:
+        _allow(method, "GET", "POST")
+        if method == "GET":
+            found = await _run(store.list_codes, batch=_query(exchange).get("batch"))
+            now = datetime.now(UTC)
+            return await _json(exchange, {"data": [codes.code_json(c, now) for c in found]})
+        return await _create_codes(state, exchange, principal)
     raise NotFound(f"No route for {method} {clip(exchange.path)}.")
+
+
+async def _create_codes(state: AppState, exchange: Exchange, principal: Principal) -> None:
+    body = await _body(state, exchange)
+    count = _optional_int(body, "count")
+    if count is None:
+        raise InvalidRequest("count is required", param="count")
+    batch = body.get("batch")
+    if batch is not None and not isinstance(batch, str):
+        raise InvalidRequest("batch must be a string", param="batch")
+    created = await _run(
+        codes.create_codes,
+        state.billing_store,
+        count,
+        _text(body, "amount"),
+        expires_at=_optional_time(body, "expires_at"),
+        batch=batch,
+        created_by=f"api key {principal.key_id}",
+    )
+    await _json(exchange, codes.created_json(created), status=201)
+
+
+async def _redeem(state: AppState, exchange: Exchange, principal: Principal) -> None:
+    body = await _body(state, exchange)
+    throttle = _REDEEM_THROTTLES.get(state)
+    if throttle is None:
+        throttle = _REDEEM_THROTTLES[state] = codes.new_throttle()
+    redemption = await codes.redeem(
+        state.billing_store, principal.account_id, _text(body, "code"), throttle=throttle
+    )
+    await _json(exchange, codes.redemption_json(redemption))
 
 
 async def _create_key(state: AppState, exchange: Exchange) -> None:
@@ -151,15 +203,7 @@ async def _create_key(state: AppState, exchange: Exchange) -> None:
         isinstance(models, list) and all(isinstance(m, str) for m in models)
     ):
         raise InvalidRequest("models must be a list of model ids", param="models")
-    expires = body.get("expires_at")
-    expires_at = None
-    if expires is not None:
-        try:
-            expires_at = _in_utc(datetime.fromisoformat(str(expires)), "expires_at")
-        except ValueError:
-            raise InvalidRequest(
-                "expires_at must be an ISO 8601 time", param="expires_at"
-            ) from None
+    expires_at = _optional_time(body, "expires_at")
     limit = body.get("limit")
     record, secret = await _run(
         accounts.create_account_key,
@@ -258,6 +302,18 @@ def _optional_int(body: dict[str, Any], field: str) -> int | None:
     if not -INT64_MAX <= value <= INT64_MAX:
         raise InvalidRequest(f"{field} is out of range", param=field)
     return value
+
+
+def _optional_time(body: dict[str, Any], field: str) -> datetime | None:
+    """An optional ISO 8601 time of a body, in UTC (a naive one as it is, for the service to
+    judge)."""
+    value = body.get(field)
+    if value is None:
+        return None
+    try:
+        return _in_utc(datetime.fromisoformat(str(value)), field)
+    except ValueError:
+        raise InvalidRequest(f"{field} must be an ISO 8601 time", param=field) from None
 
 
 def _query(exchange: Exchange) -> dict[str, str]:

@@ -18,7 +18,7 @@ Imports nothing that does I/O.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,6 +31,7 @@ from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
 from modelport.protocols.anthropic import wire as anthropic_wire
 from modelport.protocols.openai import wire as openai_wire
+from modelport.services.codes import MAX_COUNT as MAX_CODES
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/openapi.json"
@@ -38,6 +39,58 @@ _REF = "#/components/schemas/"
 
 Operation = dict[str, Any]
 Handler = Callable[[AppState, Exchange], Awaitable[None]]
+
+
+# The top-up codes' bodies (`services/codes.py`'s JSON views), beside `openapi_shapes`' others.
+
+
+class CreateCodes(msgspec.Struct, frozen=True):
+    """`POST /api/v1/admin/codes`: `count` codes worth `amount` CNY each."""
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_CODES)]
+    amount: shapes.Amount  # more than zero
+    expires_at: str | None = None  # ISO 8601 with a time zone, in the future
+    batch: str | None = None  # a label (default: the time of creation)
+
+
+class TopupCode(msgspec.Struct, frozen=True):
+    id: int
+    batch: str
+    amount: str
+    amount_nano: int
+    state: Literal["unused", "redeemed", "expired"]
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    redeemed_at: str | None
+    redeemed_by: str | None  # the user's name
+
+
+class TopupCodeList(msgspec.Struct, frozen=True):
+    data: list[TopupCode]
+
+
+class CreatedTopupCode(TopupCode, frozen=True):
+    code: str  # shown once: only its SHA-256 is stored
+
+
+class CreatedCodes(msgspec.Struct, frozen=True):
+    batch: str
+    count: int
+    data: list[CreatedTopupCode]
+
+
+class RedeemCode(msgspec.Struct, frozen=True):
+    """`POST /api/v1/codes/redeem`; case, spaces and dashes do not matter."""
+
+    code: str
+
+
+class RedeemedCode(msgspec.Struct, frozen=True):
+    amount: str  # what the code added
+    amount_nano: int
+    account: shapes.Account  # the account after
+
 
 # Component names msgspec qualifies because two modules define a type of that name.
 _RENAMES = {
@@ -69,6 +122,11 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     shapes.Ledger,
     shapes.Generation,
     shapes.UsageTotals,
+    CreateCodes,
+    TopupCodeList,
+    CreatedCodes,
+    RedeemCode,
+    RedeemedCode,
 )
 
 # Both ways of sending a key; either one will do.
@@ -678,6 +736,37 @@ def _account_operations() -> list[tuple[str, str, Operation]]:
                 "Revoke a key.",
                 (200, "RevokedKey", "Revoked."),
                 parameters=[_path("key_id", {"type": "integer", "minimum": 0})],
+            ),
+        ),
+        (
+            "POST",
+            "codes/redeem",
+            _account_op(
+                "Account",
+                "Spend a top-up code on the caller's account. A code that does not exist, was "
+                "spent or has expired is one 400; repeated failures are refused with 429.",
+                (200, "RedeemedCode", "Redeemed: the amount and the account after."),
+                body="RedeemCode",
+            ),
+        ),
+        (
+            "GET",
+            "admin/codes",
+            _account_op(
+                "Admin",
+                "Top-up codes (of one batch, with `batch`) and their state; never the codes.",
+                (200, "TopupCodeList", "The codes."),
+                parameters=[_query("batch", "A batch's label.", _STRING)],
+            ),
+        ),
+        (
+            "POST",
+            "admin/codes",
+            _account_op(
+                "Admin",
+                "A batch of top-up codes; the codes are in this answer only.",
+                (201, "CreatedCodes", "Created."),
+                body="CreateCodes",
             ),
         ),
         (

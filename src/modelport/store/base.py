@@ -386,3 +386,75 @@ class BillingStore(Protocol):
     def set_key_limits(self, key_id: int, limits: KeyLimits) -> int:
         """Replace a key's limits; rows changed (0 or 1)."""
         ...
+
+
+# ---------------------------------------------------------------------------- top-up codes
+#
+# A code is worth `amount_nano` once (services/codes.py makes and reads them). The store keeps
+# only its SHA-256; spending it and crediting the account commit together or not at all.
+
+CodeState = Literal["unused", "redeemed", "expired"]
+
+
+class TopupCodeRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored top-up code (never the code itself: `code_hash` is its SHA-256 hex)."""
+
+    id: int
+    code_hash: str
+    batch: str
+    amount_nano: int
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    redeemed_at: datetime | None = None
+    redeemed_by: int | None = None  # the account that redeemed it
+    redeemed_by_name: str | None = None  # that account's name (listings)
+
+    def state(self, now: datetime) -> CodeState:
+        """Redeemed, else expired at `now`, else unused."""
+        if self.redeemed_at is not None:
+            return "redeemed"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "unused"
+
+
+class NewTopupCode(msgspec.Struct, frozen=True, kw_only=True):
+    """What `create_codes` inserts for one code."""
+
+    code_hash: str
+    batch: str
+    amount_nano: int
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+
+
+class CodeStore(Protocol):
+    """Top-up codes. Synchronous, one transaction per call."""
+
+    def create_codes(self, codes: list[NewTopupCode]) -> list[TopupCodeRecord]:
+        """Insert every code in one transaction (all or none), returned in the order given;
+        `StoreConflict` (nothing inserted) when a hash already exists."""
+        ...
+
+    def list_codes(self, *, batch: str | None = None) -> list[TopupCodeRecord]:
+        """Codes in id order, all or of one batch, with the name of whoever redeemed each."""
+        ...
+
+    def redeem_code(
+        self,
+        code_hash: str,
+        *,
+        account_id: int,
+        reason: str,
+        now: datetime,
+        max_balance_nano: int | None = None,
+    ) -> tuple[TopupCodeRecord, AccountRecord] | None:
+        """Spend the code and credit its amount to the account (a "topup" ledger entry with
+        `reason`), in one transaction: the code is taken by one conditional UPDATE (unredeemed
+        and unexpired at `now`), so of any number of concurrent redemptions exactly one
+        succeeds. None, changing nothing, when no such code is redeemable. `StoreConflict`,
+        changing nothing, when the account's free balance would pass `max_balance_nano`;
+        `StoreError` for an unknown account. Returns the spent code and the account after."""
+        ...

@@ -202,3 +202,29 @@ app_meta = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# Top-up codes (services/codes.py): each worth `amount_nano` once. Only the SHA-256 of the code
+# is stored (a leaked database hands out no credit); a code is spent by one conditional UPDATE
+# that sets `redeemed_at` and `redeemed_by`, in the transaction that credits the account.
+topup_codes = sa.Table(
+    "topup_codes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("batch", sa.Text, nullable=False),  # a label the admin chose, or the creation time
+    sa.Column("amount_nano", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=True),
+    sa.Column("redeemed_at", UtcDateTime, nullable=True),
+    sa.Column(
+        "redeemed_by",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_topup_codes_redeemed_by"),
+        nullable=True,
+    ),
+    sa.Column("created_by", sa.Text, nullable=False),  # "cli", or the admin key that made it
+    sa.CheckConstraint("amount_nano > 0", name="ck_topup_codes_amount"),
+    sa.Index("ix_topup_codes_code_hash", "code_hash", unique=True),
+    sa.Index("ix_topup_codes_batch", "batch"),
+    sa.Index("ix_topup_codes_redeemed_by", "redeemed_by"),
+)

@@ -40,10 +40,12 @@ from modelport.store.base import (
     LeaseResult,
     LedgerEntry,
     ModelActivity,
+    NewTopupCode,
     Role,
     SessionRecord,
     StoreConflict,
     StoreError,
+    TopupCodeRecord,
     UsageRecord,
     UsageTotal,
 )
@@ -65,6 +67,7 @@ from modelport.store.schema import (
     console_sessions,
     credit_leases,
     ledger,
+    topup_codes,
 )
 from modelport.store.schema import usage as usage_rows
 
@@ -816,6 +819,93 @@ class SqlStore:
             raise self._failed(error) from None
         return True
 
+    # Top-up codes
+
+    def create_codes(self, codes: list[NewTopupCode]) -> list[TopupCodeRecord]:
+        """One transaction: every code or none."""
+        if not codes:
+            return []
+        rows = [msgspec.structs.asdict(code) for code in codes]
+        hashes = [code.code_hash for code in codes]
+        try:
+            with self._write() as connection:
+                connection.execute(topup_codes.insert(), rows)
+                found = connection.execute(
+                    _CODE_QUERY.where(topup_codes.c.code_hash.in_(hashes))
+                ).all()
+        except exc.IntegrityError:
+            raise StoreConflict("a top-up code with this hash already exists") from None
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        by_hash = {row._mapping["code_hash"]: _topup_code(row) for row in found}
+        return [by_hash[code_hash] for code_hash in hashes]
+
+    def list_codes(self, *, batch: str | None = None) -> list[TopupCodeRecord]:
+        query = _CODE_QUERY.order_by(topup_codes.c.id)
+        if batch is not None:
+            query = query.where(topup_codes.c.batch == batch)
+        return [_topup_code(row) for row in self._read(query)]
+
+    def redeem_code(
+        self,
+        code_hash: str,
+        *,
+        account_id: int,
+        reason: str,
+        now: datetime,
+        max_balance_nano: int | None = None,
+    ) -> tuple[TopupCodeRecord, AccountRecord] | None:
+        """The code's row is taken first by a conditional UPDATE: on SQLite inside the write
+        lock (`BEGIN IMMEDIATE`), on PostgreSQL under the row lock that UPDATE takes, a second
+        redemption waiting on it and then finding the row no longer matches. Then the account
+        is credited with `top_up`'s statements; a refusal there rolls the code back too. Only
+        redemptions lock a code's row, always before the account's: no lock cycle with the
+        other writers (accounts, keys, leases)."""
+        take = (
+            topup_codes.update()
+            .where(
+                topup_codes.c.code_hash == code_hash,
+                topup_codes.c.redeemed_at.is_(None),
+                sa.or_(topup_codes.c.expires_at.is_(None), topup_codes.c.expires_at > now),
+            )
+            .values(redeemed_at=now, redeemed_by=account_id)
+            .returning(topup_codes.c.id, topup_codes.c.amount_nano)
+        )
+        try:
+            with self._write() as connection:
+                taken = connection.execute(take).one_or_none()
+                if taken is None:
+                    return None
+                credit, entry = _credit_statements(
+                    account_id, int(taken.amount_nano), reason=reason, created_at=now
+                )
+                if max_balance_nano is not None:
+                    credit = credit.where(
+                        accounts.c.balance_nano + int(taken.amount_nano) <= max_balance_nano
+                    )
+                if connection.execute(credit).rowcount != 1:
+                    raise _CreditRefused  # rolls the whole transaction back, the code included
+                connection.execute(entry)
+                account = connection.execute(
+                    _ACCOUNT_QUERY.where(accounts.c.id == account_id)
+                ).one()
+                code = connection.execute(_CODE_QUERY.where(topup_codes.c.id == taken.id)).one()
+        except (_CreditRefused, exc.IntegrityError) as error:
+            found = self.get_account_by_id(account_id)
+            if found is None:  # the credit matched no row, or the code's foreign key failed
+                raise StoreError(f"no account with id {account_id}") from None
+            if isinstance(error, exc.IntegrityError):
+                raise self._failed(error) from None
+            if max_balance_nano is None:  # not reached: the credit matches the account's row
+                raise StoreError(f"account {found.name!r} was not credited") from None
+            raise StoreConflict(
+                f"the balance of account {found.name!r} ({format_cny(found.balance_nano)} CNY)"
+                f" may not exceed {format_cny(max_balance_nano)} CNY"
+            ) from None
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return _topup_code(code), _account(account._mapping)
+
 
 def _median(values: list[float]) -> float | None:
     if not values:
@@ -825,3 +915,54 @@ def _median(values: list[float]) -> float | None:
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+# ------------------------------------------------------------------------------ top-up codes
+
+# A code with the name of the account that redeemed it (None while unredeemed).
+_REDEEMER = accounts.alias("redeemer")
+_CODE_QUERY = sa.select(topup_codes, _REDEEMER.c.name.label("redeemed_by_name")).join_from(
+    topup_codes, _REDEEMER, topup_codes.c.redeemed_by == _REDEEMER.c.id, isouter=True
+)
+
+
+class _CreditRefused(Exception):
+    """Raised inside a transaction to roll it back: the account was not credited."""
+
+
+def _topup_code(row: sa.Row[Any]) -> TopupCodeRecord:
+    values = row._mapping
+    return TopupCodeRecord(
+        id=values["id"],
+        code_hash=values["code_hash"],
+        batch=values["batch"],
+        amount_nano=int(values["amount_nano"]),
+        created_at=values["created_at"],
+        created_by=values["created_by"],
+        expires_at=values["expires_at"],
+        redeemed_at=values["redeemed_at"],
+        redeemed_by=values["redeemed_by"],
+        redeemed_by_name=values["redeemed_by_name"],
+    )
+
+
+def _credit_statements(
+    account_id: int, amount_nano: int, *, reason: str, created_at: datetime
+) -> tuple[sa.Update, sa.Insert]:
+    """`top_up`'s two statements for a positive amount: the balance, and its "topup" entry."""
+    if amount_nano <= 0:
+        raise ValueError(f"a credit must be positive, not {amount_nano}")
+    credit = (
+        accounts.update()
+        .where(accounts.c.id == account_id)
+        .values(balance_nano=accounts.c.balance_nano + amount_nano)
+    )
+    entry = ledger.insert().values(
+        account_id=account_id,
+        amount_nano=amount_nano,
+        kind="topup",
+        request_id=None,
+        reason=reason,
+        created_at=created_at,
+    )
+    return credit, entry
