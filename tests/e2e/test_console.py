@@ -270,7 +270,13 @@ def test_the_logged_in_pages_are_valid_html(server: RunningServer, tmp_path: Pat
     with browser(server) as client:
         sign_up(client, "heidi")
         create_key(client, "first")
-        for path in ("/console", "/console/keys", "/console/usage", "/console/playground"):
+        for path in (
+            "/console",
+            "/console/keys",
+            "/console/usage",
+            "/console/playground",
+            "/console/billing",
+        ):
             for lang in ("en", "zh"):
                 client.cookies.set("lang", lang)
                 page = client.get(path)
@@ -317,3 +323,27 @@ def test_the_playground_answers_without_javascript_with_the_users_own_key(
         page = other.get("/console/playground")
         stolen = other.post("/console/playground", data={**form, "csrf": form_csrf(page.text)})
         assert stolen.status_code == 403 and "own keys" in stolen.text
+
+
+def test_billing_shows_the_ledger_and_redeems_a_top_up_code_once(server: RunningServer) -> None:
+    made = server.cli("codes", "create", "--count", "1", "--amount", "7.5", "--batch", "web")
+    assert made.returncode == 0, made.stderr
+    code = re.search(r"MPC(-[A-Z0-9]{4}){4}", made.stdout)
+    assert code is not None
+    with browser(server) as client:
+        sign_up(client, "kim")
+        page = client.get("/console/billing")
+        assert page.status_code == 200 and "sign-up credit" in page.text
+        typed = code.group(0).lower().replace("-", " ")  # as someone might type it
+        redeemed = client.post(
+            "/console/billing", data={"code": typed, "csrf": form_csrf(page.text)}
+        )
+        assert redeemed.status_code == 200 and 'id="redeemed"' in redeemed.text
+        assert '<dd id="balance">¥10.5</dd>' in redeemed.text  # 3 at sign-up + 7.5
+        ledger = redeemed.text[redeemed.text.index('id="ledger"') :]
+        assert ledger.index("7.5") < ledger.index("sign-up credit")  # newest first
+        again = client.post(
+            "/console/billing", data={"code": code.group(0), "csrf": form_csrf(page.text)}
+        )
+        assert again.status_code == 400 and "not valid" in again.text
+        assert client.post("/console/billing", data={"code": code.group(0)}).status_code == 403

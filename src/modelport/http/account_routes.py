@@ -30,7 +30,6 @@ clipped (`core.errors.clip`); numbers are checked against what the store holds (
 from __future__ import annotations
 
 import asyncio
-import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -50,13 +49,10 @@ from modelport.http.exchange import Exchange
 from modelport.http.state import AppState
 from modelport.protocols.validation import INT64_MAX, decode_json
 from modelport.services import accounts, codes
-from modelport.services.auth_throttle import AuthThrottle
 from modelport.services.keys import Principal, revoke_key
 
 PREFIX = "/api/v1/"
 _GROUPS = ("day", "model", "key")
-# Failed code redemptions per account, one throttle per app (counted on its event loop).
-_REDEEM_THROTTLES: weakref.WeakKeyDictionary[AppState, AuthThrottle] = weakref.WeakKeyDictionary()
 
 
 async def handle(state: AppState, exchange: Exchange) -> None:
@@ -187,11 +183,8 @@ async def _create_codes(state: AppState, exchange: Exchange, principal: Principa
 
 async def _redeem(state: AppState, exchange: Exchange, principal: Principal) -> None:
     body = await _body(state, exchange)
-    throttle = _REDEEM_THROTTLES.get(state)
-    if throttle is None:
-        throttle = _REDEEM_THROTTLES[state] = codes.new_throttle()
     redemption = await codes.redeem(
-        state.billing_store, principal.account_id, _text(body, "code"), throttle=throttle
+        state.billing_store, principal.account_id, _text(body, "code"), throttle=state.code_throttle
     )
     await _json(exchange, codes.redemption_json(redemption))
 

@@ -30,7 +30,7 @@ from modelport.http.client_address import ClientAddresses
 from modelport.http.exchange import Exchange, collect_whole
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
-from modelport.services import accounts
+from modelport.services import accounts, codes
 from modelport.services.console import MAX_PASSWORD, ConsoleAccounts, Session
 from modelport.services.keys import revoke_key
 from modelport.web import charts, i18n
@@ -384,6 +384,58 @@ async def _play(
     }
 
 
+LEDGER_PAGE = 50
+
+
+async def billing(state: AppState, exchange: Exchange) -> None:
+    """The account's ledger (top-ups, charges, adjustments), newest first, a page at a time
+    (`?before=ID`), and a form to redeem a top-up code."""
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    account = session.account
+    message = error = None
+    status = 200
+    if exchange.method == "POST":
+        form = await _form(exchange)
+        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+            return
+        try:
+            redemption = await codes.redeem(
+                state.billing_store,
+                account.id,
+                form.get("code", ""),
+                throttle=state.code_throttle,
+            )
+        except ModelportError as refused:
+            error, status = refused.message, refused.status
+        else:
+            account = redemption.account
+            message = accounts.cny(redemption.code.amount_nano)
+    query = {name: values[0] for name, values in parse_qs(exchange.query[:256]).items()}
+    before = query.get("before", "")
+    before_id = int(before) if before.isdigit() and len(before) < 19 else None
+    entries = await _thread(
+        state.store.ledger_page, account.id, limit=LEDGER_PAGE + 1, before_id=before_id
+    )
+    older = entries[LEDGER_PAGE - 1].id if len(entries) > LEDGER_PAGE else None
+    await _page(
+        state,
+        exchange,
+        "console_billing.html",
+        status=status,
+        session=session,
+        balance=accounts.cny(account.balance_nano),
+        entries=entries[:LEDGER_PAGE],
+        older=older,
+        newest=before_id is None,
+        cny=accounts.cny,
+        redeemed=message,
+        error=error,
+    )
+
+
 USAGE_DAYS = (7, 30, 90)
 
 
@@ -495,6 +547,8 @@ async def route(state: AppState, exchange: Exchange) -> bool:
         await usage(state, exchange)
     elif path == PREFIX + "/usage.csv" and method == "GET":
         await usage(state, exchange, csv=True)
+    elif path == PREFIX + "/billing" and method in ("GET", "POST"):
+        await billing(state, exchange)
     elif path == PREFIX + "/playground" and method in ("GET", "POST"):
         await playground(state, exchange)
     elif path == PREFIX + "/keys" and method in ("GET", "POST"):

@@ -13,6 +13,7 @@ from modelport.backends.registry import build_routes
 from modelport.core.catalog import Catalog
 from modelport.protocols.anthropic.models import encode_model_list as anthropic_model_list
 from modelport.protocols.openai.models import encode_model_list
+from modelport.services import codes
 from modelport.services.catalog import load_catalog
 from modelport.services.console import ConsoleAccounts
 from modelport.services.credit import CreditBook, process_owner
@@ -71,6 +72,8 @@ class AppState:
         self.anthropic_models_body = anthropic_model_list(
             card for card in catalog.models if not card.hidden
         )
+        # Failed top-up code redemptions per account, shared by the API and the console.
+        self.code_throttle = codes.new_throttle()
         self.console = ConsoleAccounts(
             store, policy=settings.signup, signup_credit=settings.signup_credit
         )

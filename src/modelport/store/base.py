@@ -375,6 +375,12 @@ class BillingStore(Protocol):
         """The account's entries, oldest first."""
         ...
 
+    def ledger_page(
+        self, account_id: int, *, limit: int = 50, before_id: int | None = None
+    ) -> list[LedgerEntry]:
+        """The account's entries, newest first, at most `limit`, older than `before_id`."""
+        ...
+
     def ledger_total(self, account_id: int | None = None) -> int:
         """Sum of ledger amounts (one account, or all)."""
         ...

@@ -781,6 +781,16 @@ class SqlStore:
         query = sa.select(ledger).where(ledger.c.account_id == account_id).order_by(ledger.c.id)
         return [_ledger_entry(row) for row in self._read(query)]
 
+    def ledger_page(
+        self, account_id: int, *, limit: int = 50, before_id: int | None = None
+    ) -> list[LedgerEntry]:
+        """The account's entries, newest first, at most `limit`, older than `before_id`."""
+        query = sa.select(ledger).where(ledger.c.account_id == account_id)
+        if before_id is not None:
+            query = query.where(ledger.c.id < before_id)
+        query = query.order_by(ledger.c.id.desc()).limit(max(1, min(limit, 500)))
+        return [_ledger_entry(row) for row in self._read(query)]
+
     def ledger_total(self, account_id: int | None = None) -> int:
         query = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.amount_nano), 0))
         if account_id is not None:
