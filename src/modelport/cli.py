@@ -1,4 +1,5 @@
-"""The `modelport` command line: `serve`, `users create | show | list | topup`,
+"""The `modelport` command line: `serve`, `users create | show | list | topup | disable | enable |
+password`,
 `keys create | list | revoke`, `codes create | list`, and `usage`.
 
 Builds the settings once (a bad setting exits 2 with the reason), migrates the database
@@ -18,6 +19,8 @@ are made where they are used.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import os
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from modelport.core.catalog import ConfigError
 from modelport.core.errors import InvalidRequest, ModelportError, clip
 from modelport.services import accounts, codes
 from modelport.services.catalog import load_catalog
+from modelport.services.console import ConsoleAccounts
 from modelport.services.keys import ensure_admin_key, revoke_key
 from modelport.settings import Settings, load_settings
 from modelport.store import migrate
@@ -107,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     topup.add_argument("name")
     topup.add_argument("amount", metavar="AMOUNT", help="CNY, e.g. 50 or 12.5 (or -3)")
     topup.add_argument("--reason", required=True, help="recorded in the ledger")
+    for verb, text in (
+        ("disable", "disable a user: their keys stop working, their console sessions end"),
+        ("enable", "enable a disabled user again"),
+    ):
+        user_actions.add_parser(verb, help=text).add_argument("name")
+    password = user_actions.add_parser(
+        "password", help="set a user's console password (read from standard input)"
+    )
+    password.add_argument("name")
 
     code_parser = commands.add_parser("codes", help="top-up codes: make a batch, list them")
     code_actions = code_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -198,6 +211,16 @@ def _users(args: argparse.Namespace, store: SqlStore) -> int:
         _print_json({**accounts.account_json(account), "keys": keys})
     elif args.action == "list":
         _print_json([accounts.account_json(account) for account in store.list_accounts()])
+    elif args.action in ("disable", "enable"):
+        account = accounts.set_disabled(store, args.name, args.action == "disable")
+        if account.disabled_at is not None:
+            store.revoke_sessions(account.id, account.disabled_at)
+        _print_json(accounts.account_json(account))
+    elif args.action == "password":
+        account = accounts.get_user(store, args.name)
+        secret = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass()
+        asyncio.run(ConsoleAccounts(store).set_password(account, secret))
+        print(f"the console password of {account.name!r} is set; its sessions ended")
     else:
         account = accounts.top_up(store, args.name, args.amount, reason=args.reason)
         _print_json(accounts.account_json(account))

@@ -4,10 +4,12 @@ user never sees or touches another's keys; the sign-up policy and the starting c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,3 +349,64 @@ def test_billing_shows_the_ledger_and_redeems_a_top_up_code_once(server: Running
         )
         assert again.status_code == 400 and "not valid" in again.text
         assert client.post("/console/billing", data={"code": code.group(0)}).status_code == 403
+
+
+def admin_browser(server: RunningServer) -> httpx.Client:
+    """A browser logged in as the admin account, whose console password the CLI set."""
+    done = subprocess.run(
+        [sys.executable, "-m", "modelport", "users", "password", "admin"],
+        input="an admin pass phrase\n",
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    client = browser(server)
+    page = client.get("/console/login")
+    logged = client.post(
+        "/console/login",
+        data={
+            "username": "admin",
+            "password": "an admin pass phrase",
+            "csrf": form_csrf(page.text),
+        },
+    )
+    assert logged.status_code == 303, logged.text[:300]
+    return client
+
+
+def test_an_admin_tops_up_and_disables_a_user_whose_keys_and_sessions_stop_working(
+    server: RunningServer,
+) -> None:
+    admin = admin_browser(server)
+    with browser(server) as lena, contextlib.closing(admin):
+        sign_up(lena, "lena")
+        secret = create_key(lena, "work")
+        ask = {"model": LOCAL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        api.chat.completions.create(**ask)  # type: ignore[call-overload]
+        assert lena.get("/console/admin/users").status_code == 404  # not for users
+        page = admin.get("/console/admin/users", params={"q": "len"})
+        assert '<tr data-user="lena">' in page.text and '<tr data-user="kim">' not in page.text
+        csrf = form_csrf(page.text)
+        topped = admin.post(
+            "/console/admin/users",
+            data={"csrf": csrf, "name": "lena", "action": "topup", "amount": "4", "reason": "gift"},
+        )
+        assert topped.status_code == 200 and 'id="admin-message"' in topped.text
+        assert '<dd id="balance">¥7' in lena.get("/console/billing").text  # 3 + 4, less a charge
+        off = admin.post(
+            "/console/admin/users", data={"csrf": csrf, "name": "lena", "action": "disable"}
+        )
+        assert off.status_code == 200
+        with pytest.raises(openai.AuthenticationError, match="disabled"):
+            api.chat.completions.create(**ask)  # type: ignore[call-overload]
+        assert lena.get("/console").headers["location"].startswith("/console/login")
+        admin.post("/console/admin/users", data={"csrf": csrf, "name": "lena", "action": "enable"})
+        api.chat.completions.create(**ask)  # type: ignore[call-overload]
+        last = admin.post(
+            "/console/admin/users", data={"csrf": csrf, "name": "admin", "action": "disable"}
+        )
+        assert last.status_code == 400 and "last admin" in last.text

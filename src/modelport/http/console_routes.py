@@ -384,6 +384,64 @@ async def _play(
     }
 
 
+async def admin_users(state: AppState, exchange: Exchange) -> None:
+    """Admins only (anyone else gets the 404 of a page that does not exist): every user with
+    their balance, a search, and per user a top-up (amount and reason) and disable/enable. A
+    disabled user's keys stop working at once in this process (the key cache is dropped; other
+    replicas drop theirs on the key-change event) and their sessions end."""
+    session = await _required(state, exchange)
+    if session is None:
+        return
+    if session.account.role != "admin":
+        raise NotFound(f"No route for {exchange.method} {exchange.path}.")
+    message = error = None
+    status = 200
+    if exchange.method == "POST":
+        form = await _form(exchange)
+        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+            return
+        name, action = form.get("name", ""), form.get("action", "")
+        try:
+            if action == "topup":
+                done = await _thread(
+                    accounts.top_up,
+                    state.store,
+                    name,
+                    form.get("amount", "").strip(),
+                    reason=form.get("reason", ""),
+                )
+                message = f"{done.name}: ¥{accounts.cny(done.balance_nano)}"
+            elif action in ("disable", "enable"):
+                done = await _thread(accounts.set_disabled, state.store, name, action == "disable")
+                if done.disabled_at is not None:
+                    await _thread(state.store.revoke_sessions, done.id, done.disabled_at)
+                state.keys.forget("*")
+                await state.key_events.publish("*")
+                message = f"{done.name}: {action}d"
+            else:
+                raise InvalidRequest("action must be topup, disable or enable", param="action")
+        except ModelportError as refused:
+            error, status = refused.message, refused.status
+    query = {name: values[0] for name, values in parse_qs(exchange.query[:512]).items()}
+    search = query.get("q", "").strip().lower()[:100]
+    users = await _thread(state.store.list_accounts)
+    shown = [u for u in users if search in u.name.lower()] if search else users
+    await _page(
+        state,
+        exchange,
+        "console_admin_users.html",
+        status=status,
+        session=session,
+        users=shown[:500],
+        total=len(users),
+        search=search,
+        cny=accounts.cny,
+        message=message,
+        error=error,
+    )
+
+
 LEDGER_PAGE = 50
 
 
@@ -547,6 +605,8 @@ async def route(state: AppState, exchange: Exchange) -> bool:
         await usage(state, exchange)
     elif path == PREFIX + "/usage.csv" and method == "GET":
         await usage(state, exchange, csv=True)
+    elif path == PREFIX + "/admin/users" and method in ("GET", "POST"):
+        await admin_users(state, exchange)
     elif path == PREFIX + "/billing" and method in ("GET", "POST"):
         await billing(state, exchange)
     elif path == PREFIX + "/playground" and method in ("GET", "POST"):

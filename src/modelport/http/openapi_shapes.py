@@ -320,6 +320,7 @@ class Account(msgspec.Struct, frozen=True):
     leased: str  # the part of the balance servers hold as credit for requests
     leased_nano: int
     created_at: str
+    disabled_at: str | None = None  # set when an admin disabled it: its keys do not work
 
 
 class AccountList(msgspec.Struct, frozen=True):

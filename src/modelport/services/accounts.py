@@ -113,6 +113,18 @@ def get_user(store: GrantStore, name: str) -> AccountRecord:
     return account
 
 
+def set_disabled(store: GrantStore, name: str, disabled: bool) -> AccountRecord:
+    """Disable a user (their keys stop working; the caller drops cached keys and sessions)
+    or enable them again. The last admin account cannot be disabled."""
+    account = get_user(store, name)
+    if disabled and account.role == "admin":
+        admins = [a for a in store.list_accounts() if a.role == "admin" and a.disabled_at is None]
+        if [a.id for a in admins] == [account.id]:
+            raise InvalidRequest("the last admin account cannot be disabled", param="name")
+    store.set_disabled(account.id, _now() if disabled else None)
+    return get_user(store, name)
+
+
 def top_up(store: GrantStore, name: str, amount: str, *, reason: str) -> AccountRecord:
     """Add `amount` CNY (negative: an adjustment down, never below zero) with a reason."""
     reason = reason.strip()
@@ -216,6 +228,7 @@ def account_json(account: AccountRecord) -> dict[str, Any]:
         "leased": cny(account.leased_nano),
         "leased_nano": account.leased_nano,
         "created_at": account.created_at.isoformat(),
+        "disabled_at": None if account.disabled_at is None else account.disabled_at.isoformat(),
     }
 
 

@@ -162,6 +162,8 @@ class ConsoleAccounts:
             self._by_account.failed(name)
             raise AuthenticationFailed(BAD_LOGIN)
         account = found[0]
+        if account.disabled_at is not None:
+            raise PermissionDenied("This account is disabled; ask the operator.")
         if self._hasher.check_needs_rehash(stored):
             rehashed = await asyncio.to_thread(self._hasher.hash, password)
             await asyncio.to_thread(self._store.set_password, account.id, rehashed)
@@ -187,9 +189,16 @@ class ConsoleAccounts:
         if record is None:
             return None
         account = await asyncio.to_thread(store.get_account_by_id, record.account_id)
-        if account is None:
+        if account is None or account.disabled_at is not None:
             return None
         return Session(account, record.csrf, record.expires_at)
+
+    async def set_password(self, account: AccountRecord, password: str) -> None:
+        """Set an account's console password (the operator's CLI); its sessions end."""
+        check_password(password, account.name)
+        password_hash = await asyncio.to_thread(self._hasher.hash, password)
+        await asyncio.to_thread(self._store.set_password, account.id, password_hash)
+        await asyncio.to_thread(self._store.revoke_sessions, account.id, _now())
 
     async def logout(self, token: str) -> None:
         if token and len(token) <= 128:

@@ -47,6 +47,7 @@ MISSING_KEY = "Missing API key: send Authorization: Bearer <key> or x-api-key"
 INVALID_KEY = "Invalid API key"
 REVOKED_KEY = "Invalid API key: this key has been revoked"
 EXPIRED_KEY = "Invalid API key: this key expired"
+DISABLED_ACCOUNT = "Invalid API key: its account is disabled"
 
 LAST_ADMIN_KEY = "last_admin_key"  # the error code for refusing to revoke it
 
@@ -316,6 +317,8 @@ class KeyService:
             verdict, ttl = INVALID_KEY, self._negative_ttl
         elif grant.key.revoked:
             verdict, ttl = REVOKED_KEY, self._negative_ttl
+        elif grant.account.disabled_at is not None:
+            verdict, ttl = DISABLED_ACCOUNT, self._negative_ttl
         else:
             record, account = grant.key, grant.account
             verdict = Principal(

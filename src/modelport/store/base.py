@@ -92,6 +92,7 @@ class AccountRecord(msgspec.Struct, frozen=True, kw_only=True):
     balance_nano: int  # the whole balance users see: free + leased
     created_at: datetime
     leased_nano: int = 0  # the part of it leased to serving processes (requests in flight)
+    disabled_at: datetime | None = None  # an admin disabled it: no key works, no log-in
 
 
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -379,6 +380,10 @@ class BillingStore(Protocol):
         self, account_id: int, *, limit: int = 50, before_id: int | None = None
     ) -> list[LedgerEntry]:
         """The account's entries, newest first, at most `limit`, older than `before_id`."""
+        ...
+
+    def set_disabled(self, account_id: int, disabled_at: datetime | None) -> int:
+        """Disable an account (a time) or enable it again (None); rows changed."""
         ...
 
     def ledger_total(self, account_id: int | None = None) -> int:

@@ -55,6 +55,8 @@ accounts = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     # The console's password (argon2id, with its parameters and salt); None: no browser log-in.
     sa.Column("password_hash", sa.Text, nullable=True),
+    # Set by an admin: the account's keys stop working and it cannot log in.
+    sa.Column("disabled_at", UtcDateTime, nullable=True),
     sa.CheckConstraint("role IN ('admin', 'user')", name="ck_accounts_role"),
     sa.Index("ix_accounts_name", "name", unique=True),
 )

@@ -118,6 +118,7 @@ def _account(values: sa.RowMapping, prefix: str = "") -> AccountRecord:
         balance_nano=int(values[f"{prefix}balance_nano"]) + leased,
         leased_nano=leased,
         created_at=values[f"{prefix}created_at"],
+        disabled_at=values[f"{prefix}disabled_at"],
     )
 
 
@@ -790,6 +791,16 @@ class SqlStore:
             query = query.where(ledger.c.id < before_id)
         query = query.order_by(ledger.c.id.desc()).limit(max(1, min(limit, 500)))
         return [_ledger_entry(row) for row in self._read(query)]
+
+    def set_disabled(self, account_id: int, disabled_at: datetime | None) -> int:
+        statement = (
+            accounts.update().where(accounts.c.id == account_id).values(disabled_at=disabled_at)
+        )
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
 
     def ledger_total(self, account_id: int | None = None) -> int:
         query = sa.select(sa.func.coalesce(sa.func.sum(ledger.c.amount_nano), 0))
