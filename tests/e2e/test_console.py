@@ -286,6 +286,16 @@ def test_the_logged_in_pages_are_valid_html(server: RunningServer, tmp_path: Pat
                 file = tmp_path / f"{path.strip('/').replace('/', '_')}-{lang}.html"
                 file.write_bytes(page.content)
                 files.append(str(file))
+    admin = admin_browser(server)
+    with contextlib.closing(admin):
+        for path in ("users", "models", "keys", "codes"):
+            for lang in ("en", "zh"):
+                admin.cookies.set("lang", lang)
+                page = admin.get(f"/console/admin/{path}")
+                assert page.status_code == 200, path
+                file = tmp_path / f"admin_{path}-{lang}.html"
+                file.write_bytes(page.content)
+                files.append(str(file))
     done = subprocess.run(
         ["java", "-jar", str(VNU), "--format", "json", "--stdout", "--exit-zero-always", *files],
         capture_output=True,
@@ -410,3 +420,38 @@ def test_an_admin_tops_up_and_disables_a_user_whose_keys_and_sessions_stop_worki
             "/console/admin/users", data={"csrf": csrf, "name": "admin", "action": "disable"}
         )
         assert last.status_code == 400 and "last admin" in last.text
+
+
+def test_the_admin_pages_list_models_keys_and_codes_and_make_codes(server: RunningServer) -> None:
+    admin = admin_browser(server)
+    with browser(server) as user, contextlib.closing(admin):
+        sign_up(user, "mona")
+        create_key(user, "mona-key")
+        for path in ("/console/admin/models", "/console/admin/keys", "/console/admin/codes"):
+            assert user.get(path).status_code == 404, path  # not for users
+        models = admin.get("/console/admin/models")
+        assert models.status_code == 200
+        local = re.search(rf'<tr data-model="{re.escape(LOCAL)}">(.*?)</tr>', models.text, re.S)
+        assert local is not None and "llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf" in local.group(1)
+        assert 'class="hour-requests">' in local.group(1)
+        coder = re.search(r'<tr data-model="qwen/qwen3-coder">(.*?)</tr>', models.text, re.S)
+        assert coder is not None and "Not configured" in coder.group(1)
+        keys = admin.get("/console/admin/keys").text
+        assert "mona-key" in keys and "<td>mona</td>" in keys
+        page = admin.get("/console/admin/codes")
+        made = admin.post(
+            "/console/admin/codes",
+            data={"csrf": form_csrf(page.text), "count": "3", "amount": "2", "batch": "fair"},
+        )
+        assert made.status_code == 201
+        shown = re.search(r'<code id="new-codes">([^<]+)</code>', made.text)
+        assert shown is not None
+        new_codes = shown.group(1).split("\n")
+        assert len(new_codes) == 3 and all(c.startswith("MPC-") for c in new_codes)
+        listed = admin.get("/console/admin/codes").text
+        assert listed.count('<th scope="row">fair</th>') == 3
+        assert not any(c in listed for c in new_codes)  # shown once, never stored
+        bad = admin.post(
+            "/console/admin/codes", data={"csrf": form_csrf(page.text), "count": "x", "amount": "2"}
+        )
+        assert bad.status_code == 400 and "count" in bad.text

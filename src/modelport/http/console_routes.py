@@ -15,10 +15,11 @@ import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from markupsafe import Markup
 
+from modelport.core.catalog import OpenAICompatBackend
 from modelport.core.errors import (
     InvalidRequest,
     ModelportError,
@@ -389,11 +390,9 @@ async def admin_users(state: AppState, exchange: Exchange) -> None:
     their balance, a search, and per user a top-up (amount and reason) and disable/enable. A
     disabled user's keys stop working at once in this process (the key cache is dropped; other
     replicas drop theirs on the key-change event) and their sessions end."""
-    session = await _required(state, exchange)
+    session = await _admin(state, exchange)
     if session is None:
         return
-    if session.account.role != "admin":
-        raise NotFound(f"No route for {exchange.method} {exchange.path}.")
     message = error = None
     status = 200
     if exchange.method == "POST":
@@ -439,6 +438,103 @@ async def admin_users(state: AppState, exchange: Exchange) -> None:
         cny=accounts.cny,
         message=message,
         error=error,
+    )
+
+
+async def _admin(state: AppState, exchange: Exchange) -> Session | None:
+    """The session of an admin, or None (after redirecting to the log-in page); anyone else
+    gets the 404 of a page that does not exist."""
+    session = await _required(state, exchange)
+    if session is not None and session.account.role != "admin":
+        raise NotFound(f"No route for {exchange.method} {exchange.path}.")
+    return session
+
+
+async def admin_models(state: AppState, exchange: Exchange) -> None:
+    """Admins: every model with its backends (kind and host, never a key), whether it is
+    configured, its requests in flight in this process, and the last hour's requests, errors,
+    median latency and time to first token from the usage rows."""
+    session = await _admin(state, exchange)
+    if session is None:
+        return
+    since = datetime.now(session.account.created_at.tzinfo) - timedelta(hours=1)
+    activity = {a.model: a for a in await _thread(state.store.model_activity, since)}
+    rows = []
+    for card in state.catalog.models:
+        backends = []
+        for backend in card.backends:
+            if isinstance(backend, OpenAICompatBackend):
+                backends.append(f"openai_compat: {urlsplit(backend.url).netloc}")
+            else:
+                backends.append(f"llamacpp: {backend.path.rsplit('/', 1)[-1]}")
+        rows.append(
+            {
+                "card": card,
+                "backends": backends,
+                "in_flight": state.metering.in_flight.get(card.id, 0),
+                "hour": activity.get(card.id),
+            }
+        )
+    await _page(state, exchange, "console_admin_models.html", session=session, rows=rows)
+
+
+async def admin_codes(state: AppState, exchange: Exchange) -> None:
+    """Admins: make a batch of top-up codes (shown once, here) and list the batches' codes
+    by state (never the codes themselves, which are not stored)."""
+    session = await _admin(state, exchange)
+    if session is None:
+        return
+    created: list[tuple[Any, str]] = []
+    error = None
+    status = 200
+    if exchange.method == "POST":
+        form = await _form(exchange)
+        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+            return
+        try:
+            count = form.get("count", "").strip()
+            if not count.isdigit() or len(count) > 5:
+                raise InvalidRequest("count must be a whole number", param="count")
+            expires = form.get("expires_at", "").strip()
+            created = await _thread(
+                codes.create_codes,
+                state.store,
+                int(count),
+                form.get("amount", "").strip(),
+                expires_at=accounts.parse_time(expires, "expires_at") if expires else None,
+                batch=form.get("batch") or None,
+                created_by=f"console {session.account.name}",
+            )
+            status = 201
+        except ModelportError as refused:
+            error, status = refused.message, refused.status
+    now = datetime.now(session.account.created_at.tzinfo)
+    listed = await _thread(state.store.list_codes)
+    await _page(
+        state,
+        exchange,
+        "console_admin_codes.html",
+        status=status,
+        session=session,
+        created=[secret for _, secret in created],
+        codes=[codes.code_json(record, now) for record in reversed(listed[-500:])],
+        error=error,
+    )
+
+
+async def admin_keys(state: AppState, exchange: Exchange) -> None:
+    """Admins: every key of every user, newest first."""
+    session = await _admin(state, exchange)
+    if session is None:
+        return
+    grants = await _thread(state.store.list_grants)
+    await _page(
+        state,
+        exchange,
+        "console_admin_keys.html",
+        session=session,
+        grants=[accounts.grant_json(grant) for grant in reversed(grants[-1000:])],
     )
 
 
@@ -607,6 +703,12 @@ async def route(state: AppState, exchange: Exchange) -> bool:
         await usage(state, exchange, csv=True)
     elif path == PREFIX + "/admin/users" and method in ("GET", "POST"):
         await admin_users(state, exchange)
+    elif path == PREFIX + "/admin/models" and method == "GET":
+        await admin_models(state, exchange)
+    elif path == PREFIX + "/admin/codes" and method in ("GET", "POST"):
+        await admin_codes(state, exchange)
+    elif path == PREFIX + "/admin/keys" and method == "GET":
+        await admin_keys(state, exchange)
     elif path == PREFIX + "/billing" and method in ("GET", "POST"):
         await billing(state, exchange)
     elif path == PREFIX + "/playground" and method in ("GET", "POST"):

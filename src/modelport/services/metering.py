@@ -144,6 +144,8 @@ class Metering:
         self._book = book
         self._limiter = limiter
         self._background: set[asyncio.Future[Any]] = set()
+        # Requests admitted and not yet settled, per model (the admin's models page).
+        self.in_flight: dict[str, int] = {}
 
     @property
     def credit(self) -> CreditBook:
@@ -167,6 +169,7 @@ class Metering:
         limits = principal.limits
         await self._limiter.admit(principal.key_id, rpm=limits.rpm, tpm=limits.tpm)
         admission = await self._admit(principal, card, request, incremental)
+        self.in_flight[card.id] = self.in_flight.get(card.id, 0) + 1
         ctx = CallContext(
             admission.request_id,
             card,
@@ -442,6 +445,12 @@ class Metering:
         if meter.settled:
             return Usage(usage.prompt_tokens, usage.completion_tokens, cost_nano=0)
         meter.settled = True
+        model = admission.card.id
+        left = self.in_flight.get(model, 1) - 1
+        if left > 0:
+            self.in_flight[model] = left
+        else:
+            self.in_flight.pop(model, None)
         card = admission.card
         if free or (meter.stop is None and status == "error" and usage.completion_tokens == 0):
             cost = 0  # failed before any output: nothing is billed

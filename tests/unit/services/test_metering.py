@@ -295,6 +295,30 @@ async def test_a_client_that_leaves_pays_the_running_usage(store: SqlStore) -> N
     assert row.cost_nano == PROMPT * IN + 5 * OUT
 
 
+async def test_requests_in_flight_are_counted_per_model_until_each_is_settled(
+    store: SqlStore,
+) -> None:
+    """What the admin's models page shows: admitted, not yet settled, on every path."""
+    who = principal(store)
+    meter = metering(store, Backend(answer(3, Usage(PROMPT, 3))))
+    generation = await meter.start(who, chat())
+    assert meter.in_flight == {CARD.id: 1}
+    async with aclosing(generation.events) as events:
+        async for _ in events:
+            pass
+    assert meter.in_flight == {}
+    failing = metering(store, Backend([UpstreamError("down")]))
+    with pytest.raises(UpstreamError):
+        await failing.start(who, chat())
+    assert failing.in_flight == {}
+    leaving = metering(store, Backend(answer(50, Usage(PROMPT, 50))))
+    generation = await leaving.start(who, chat())
+    async with aclosing(generation.events) as events:
+        await anext(events)  # the client leaves after the first batch
+    await rows(store, leaving)  # settled behind the closed stream
+    assert leaving.in_flight == {}
+
+
 async def test_output_beyond_the_limit_is_cut_and_not_billed(store: SqlStore) -> None:
     who = principal(store)
     backend = Backend(answer(200, Usage(PROMPT, 200)))
