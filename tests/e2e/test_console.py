@@ -238,7 +238,14 @@ def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_cs
         assert row is not None and row.group(1) == "2"
         by_key = page.text[page.text.index('id="usage-by-key"') :]
         assert '<th scope="row">notebook</th><td>2</td>' in by_key
-        assert page.text.count("<rect ") == 7  # one bar a day
+        spend_chart = page.text[page.text.index('id="spend-chart"') :]
+        spend_chart = spend_chart[: spend_chart.index("</svg>")]
+        assert spend_chart.count("<rect ") == 7  # one bar a day
+        assert 'id="tokens-chart"' in page.text
+        rows = page.text[page.text.index('id="usage-rows"') :]
+        assert rows.count(f"<td>{LOCAL}</td><td>notebook</td>") == 2
+        other_model = client.get("/console/usage", params={"model": "qwen/qwen3-8b"})
+        assert 'id="usage-rows"' not in other_model.text
         csv = client.get("/console/usage.csv", params={"by": "model", "days": "7"})
         assert csv.headers["content-type"].startswith("text/csv")
         assert "attachment" in csv.headers["content-disposition"]

@@ -15,7 +15,7 @@ import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from markupsafe import Markup
 
@@ -654,6 +654,37 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
         value_text=lambda value: f"¥{value:.4g}",
         chart_id="spend-chart",
     )
+    tokens_chart = charts.bars(
+        [
+            (total.group.rsplit("/", 1)[-1], float(total.prompt_tokens + total.completion_tokens))
+            for total in totals["model"]
+        ],
+        title=i18n.TEXT[lang]["tokens_chart"],
+        value_text=lambda value: f"{value:,.0f}",
+        chart_id="tokens-chart",
+    )
+    # The rows themselves, newest first, a page at a time; one model and one key if asked.
+    models = sorted(card.id for card in state.catalog.models)
+    model = query.get("model") if query.get("model") in models else None
+    cursor = _cursor(query.get("after", ""))
+    listed = await _thread(
+        state.store.usage_page,
+        account.id,
+        since=since,
+        model=model,
+        key_id=key_id,
+        limit=USAGE_PAGE + 1,
+        before=cursor,
+    )
+    last = listed[USAGE_PAGE - 1] if len(listed) > USAGE_PAGE else None
+    more = None
+    if last is not None:
+        more = urlencode(
+            [
+                *((name, value) for name, value in query.items() if name != "after"),
+                ("after", f"{last.created_at.isoformat()}~{last.request_id}"),
+            ]
+        )
     await _page(
         state,
         exchange,
@@ -663,6 +694,12 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
         day_choices=USAGE_DAYS,
         key=key,
         keys=names,
+        model=model,
+        models=models,
+        rows=listed[:USAGE_PAGE],
+        more=more,
+        first_page=cursor is None,
+        tokens_chart=Markup(tokens_chart),
         chart=Markup(chart),
         by_day=[by_day[day] for day in reversed(day_list) if day in by_day],
         by_model=totals["model"],
@@ -671,6 +708,21 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
         lambda_identity=lambda group: group,
         key_name=lambda group: names.get(group, group),
     )
+
+
+USAGE_PAGE = 50
+
+
+def _cursor(value: str) -> tuple[datetime, str] | None:
+    """`after=ISO~REQUEST_ID` of the usage listing's next page, or None."""
+    at, _, request_id = value[:200].partition("~")
+    if not request_id:
+        return None
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return (moment, request_id) if moment.tzinfo is not None else None
 
 
 def _csv_field(value: str) -> str:

@@ -382,6 +382,20 @@ class BillingStore(Protocol):
         """The account's entries, newest first, at most `limit`, older than `before_id`."""
         ...
 
+    def usage_page(
+        self,
+        account_id: int,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        key_id: int | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[UsageRecord]:
+        """The account's usage rows, newest first, at most `limit`, filtered by model and key;
+        `before` (created_at, request_id) of the last row seen continues the listing."""
+        ...
+
     def set_disabled(self, account_id: int, disabled_at: datetime | None) -> int:
         """Disable an account (a time) or enable it again (None); rows changed."""
         ...

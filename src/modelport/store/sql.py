@@ -792,6 +792,36 @@ class SqlStore:
         query = query.order_by(ledger.c.id.desc()).limit(max(1, min(limit, 500)))
         return [_ledger_entry(row) for row in self._read(query)]
 
+    def usage_page(
+        self,
+        account_id: int,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        key_id: int | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[UsageRecord]:
+        """The account's usage rows, newest first, at most `limit`, filtered by model and key;
+        `before` (created_at, request_id) of the last row seen continues the listing."""
+        query = sa.select(usage_rows).where(usage_rows.c.account_id == account_id)
+        if since is not None:
+            query = query.where(usage_rows.c.created_at >= since)
+        if model is not None:
+            query = query.where(usage_rows.c.model == model)
+        if key_id is not None:
+            query = query.where(usage_rows.c.key_id == key_id)
+        if before is not None:
+            at, request_id = before
+            query = query.where(
+                sa.or_(
+                    usage_rows.c.created_at < at,
+                    sa.and_(usage_rows.c.created_at == at, usage_rows.c.request_id < request_id),
+                )
+            )
+        query = query.order_by(usage_rows.c.created_at.desc(), usage_rows.c.request_id.desc())
+        return [_usage(row) for row in self._read(query.limit(max(1, min(limit, 500))))]
+
     def set_disabled(self, account_id: int, disabled_at: datetime | None) -> int:
         statement = (
             accounts.update().where(accounts.c.id == account_id).values(disabled_at=disabled_at)

@@ -275,3 +275,27 @@ def test_model_activity_counts_a_window_and_takes_medians_of_the_finished_reques
     # 80 tokens in 0.8 s and 160 in 1.6 s after the first: 100 tokens/s both.
     assert activity.median_tokens_per_s == pytest.approx(100.0)
     assert activity.sampled == 3
+
+
+def test_usage_page_lists_newest_first_filters_and_continues_after_a_cursor(url: str) -> None:
+    migrate(url)
+    with SqlStore(url) as store:
+        charges = _charges(store, 7)
+        for index, charge in enumerate(charges):
+            usage = msgspec.structs.replace(
+                charge.usage,
+                model="a" if index % 2 == 0 else "b",
+                created_at=T0 + timedelta(seconds=index // 2),  # pairs share a time
+            )
+            assert store.record(Charge(usage, charge.lease_id)).result(timeout=10) is True
+        account = charges[0].usage.account_id
+        everything = store.usage_page(account, limit=100)
+        assert [r.request_id for r in everything] == ["r6", "r5", "r4", "r3", "r2", "r1", "r0"]
+        first = store.usage_page(account, limit=3)
+        last = first[-1]
+        rest = store.usage_page(account, limit=100, before=(last.created_at, last.request_id))
+        assert [r.request_id for r in first + rest] == [r.request_id for r in everything]
+        assert [r.request_id for r in store.usage_page(account, model="b")] == ["r5", "r3", "r1"]
+        later = store.usage_page(account, since=T0 + timedelta(seconds=2))
+        assert [r.request_id for r in later] == ["r6", "r5", "r4"]
+        assert store.usage_page(account, key_id=10**6) == []
