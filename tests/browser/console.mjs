@@ -7,7 +7,7 @@
 // Each step is screenshotted; the last stdout line is a JSON summary.
 //
 //   node tests/browser/console.mjs --base URL --phase 1|2 --state FILE [--out DIR]
-//        [--user NAME] [--key SECRET] [--model ID]
+//        [--user NAME] [--key SECRET] [--model ID] [--message TEXT] [--max-tokens N]
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { artifactsDir, emit, launch, parseArgs, waitFor } from "./lib.mjs";
@@ -18,6 +18,8 @@ const out = artifactsDir(args);
 const phase = String(args.phase || "1");
 const user = String(args.user || "playwright");
 const model = String(args.model || "local/smollm2-135m-instruct");
+const message = String(args.message || "Say hi");
+const maxTokens = String(args["max-tokens"] || "8");
 const steps = [];
 const pageErrors = [];
 
@@ -80,19 +82,20 @@ try {
       await page.goto(`${base}/console/playground`);
       await page.fill("#pg-key", String(args.key));
       await page.selectOption("#pg-model", model);
-      await page.fill("#pg-message", "Say hi");
+      await page.fill("#pg-message", message);
       await page.click("#playground details summary");
-      await page.fill("#pg-max_tokens", "8");
+      await page.fill("#pg-max_tokens", maxTokens);
       await page.click("#pg-send");
       const done = await waitFor(async () => {
         const usage = (await page.textContent("#pg-usage")) || "";
         const answer = (await page.textContent("#pg-answer")) || "";
-        return { ok: usage.includes("tokens"), usage, answer };
+        const reasoning = (await page.textContent("#pg-reasoning")) || "";
+        return { ok: usage.includes("tokens"), usage, answer, reasoning };
       }, 60_000, 200);
       check(done.ok, `no usage shown: ${JSON.stringify(done)}`);
       check(done.answer.trim().length > 0, "no answer streamed");
       check(page.url() === `${base}/console/playground`, "the form was posted, not streamed");
-      return { usage: done.usage, answer: done.answer };
+      return { usage: done.usage, answer: done.answer, reasoning: done.reasoning };
     })) &&
     (await step(page, "usage", async () => {
       const seen = await waitFor(async () => {

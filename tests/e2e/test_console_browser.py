@@ -15,16 +15,37 @@ import openai
 import pytest
 from tests.e2e.server import RunningServer
 from tests.e2e.test_web_browser import BROWSER, artifacts, skip_if_missing
+from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
 
 LOCAL = "local/smollm2-135m-instruct"
 
 
+THINKER = "fake/thinker"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with the local model and a thinking model behind a scripted upstream (the
+    playground shows its reasoning apart from the answer)."""
     skip_if_missing(browser=True)
+    upstream = FakeOpenAIUpstream()
+    url = upstream.start_in_thread()
+    upstream.on(
+        "THINK",
+        Script(reasoning=["Weighing ", "the greeting."], text=["Hello ", "there!"], usage=(9, 6)),
+    )
     data = tmp_path_factory.mktemp("console-browser")
-    with RunningServer(data, env={"MODELPORT_SIGNUP_CREDIT": "5"}) as running:
-        yield running
+    config = data / "modelport.toml"
+    config.write_text(
+        f'[[models]]\nid = "{THINKER}"\nname = "Thinker"\ndescription = "scripted"\n'
+        'context_length = 32768\nthinking = "always"\n'
+        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{url}"\n'
+    )
+    try:
+        with RunningServer(data, config, env={"MODELPORT_SIGNUP_CREDIT": "5"}) as running:
+            yield running
+    finally:
+        upstream.stop_thread()
 
 
 def run(server: RunningServer, phase: str, state: Path, *extra: str) -> dict[str, Any]:
@@ -63,6 +84,21 @@ def test_sign_up_key_sdk_playground_usage_log_out(server: RunningServer, tmp_pat
         model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
     )
     assert answer.choices[0].message.content is not None
-    second = run(server, "2", state, "--key", secret, "--model", LOCAL)
+    second = run(
+        server,
+        "2",
+        state,
+        "--key",
+        secret,
+        "--model",
+        THINKER,
+        "--message",
+        "THINK",
+        "--max-tokens",
+        "256",
+    )
+    played = next(s for s in second["steps"] if s["name"] == "playground")
+    assert played["reasoning"] == "Weighing the greeting."  # apart from the answer
+    assert played["answer"] == "Hello there!"
     usage_step = next(s for s in second["steps"] if s["name"] == "usage")
-    assert LOCAL in usage_step["row"]
+    assert THINKER in usage_step["row"]
