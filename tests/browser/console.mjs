@@ -7,7 +7,7 @@
 // Each step is screenshotted; the last stdout line is a JSON summary.
 //
 //   node tests/browser/console.mjs --base URL --phase 1|2 --state FILE [--out DIR]
-//        [--user NAME] [--key SECRET] [--model ID] [--message TEXT] [--max-tokens N]
+//        [--user NAME] [--key SECRET] [--model ID] [--message TEXT] [--max-tokens N] [--balance CNY --code CODE]
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { artifactsDir, emit, launch, parseArgs, waitFor } from "./lib.mjs";
@@ -106,6 +106,22 @@ try {
       }, 10_000, 500);
       check(seen.ok, `usage page: ${JSON.stringify(seen)}`);
       return { row: seen.row };
+    })) &&
+    (!args.code || await step(page, "billing", async () => {
+      // An admin topped this user up meanwhile (the test, over HTTP): the page shows it; then
+      // a top-up code is redeemed, and a second try with the same code is refused.
+      await page.goto(`${base}/console/billing`);
+      const before = (await page.textContent("#balance")).trim();
+      check(!args.balance || before === `¥${args.balance}`, `balance ${before}`);
+      await page.fill("#code", String(args.code));
+      await Promise.all([page.waitForLoadState("load"), page.click('#redeem button[type="submit"]')]);
+      await page.waitForSelector("#redeemed");
+      const after = (await page.textContent("#balance")).trim();
+      await page.fill("#code", String(args.code));
+      await Promise.all([page.waitForLoadState("load"), page.click('#redeem button[type="submit"]')]);
+      const refused = (await page.textContent("#form-error")) || "";
+      check(refused.includes("not valid"), `second redemption: ${refused}`);
+      return { before, after };
     })) &&
     (await step(page, "logout", async () => {
       await Promise.all([page.waitForURL(`${base}/`), page.click("#logout")]);

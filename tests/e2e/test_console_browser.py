@@ -1,16 +1,20 @@
 """The console in headless Chromium (Debian's, driven by Playwright through its executable
 path): sign up → create a key (copied) → call the API with it through the OpenAI SDK → the
-playground streams an answer → the usage page shows the calls → log out. Screenshots go to
-tests/browser/artifacts/console-1/ and console-2/."""
+playground streams an answer with the reasoning apart → the usage page shows the calls → an
+admin's top-up shows on the billing page and a top-up code is redeemed once → log out.
+Screenshots go to tests/browser/artifacts/console-1/ and console-2/."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from tests.e2e.server import RunningServer
@@ -84,6 +88,18 @@ def test_sign_up_key_sdk_playground_usage_log_out(server: RunningServer, tmp_pat
         model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
     )
     assert answer.choices[0].message.content is not None
+    # An admin tops the user up (the admin API), and makes a top-up code (the CLI).
+    topped = httpx.post(
+        server.base_url + "/api/v1/admin/users/pw-user/topup",
+        headers={"authorization": f"Bearer {server.admin_key}"},
+        json={"amount": "10", "reason": "welcome"},
+        timeout=30,
+    )
+    assert topped.status_code == 200, topped.text
+    balance = topped.json()["balance"]
+    made = server.cli("codes", "create", "--count", "1", "--amount", "2")
+    code = re.search(r"MPC(-[A-Z0-9]{4}){4}", made.stdout)
+    assert code is not None, made.stdout + made.stderr
     second = run(
         server,
         "2",
@@ -96,7 +112,14 @@ def test_sign_up_key_sdk_playground_usage_log_out(server: RunningServer, tmp_pat
         "THINK",
         "--max-tokens",
         "256",
+        "--balance",
+        balance,
+        "--code",
+        code.group(0),
     )
+    billing = next(s for s in second["steps"] if s["name"] == "billing")
+    assert billing["before"] == f"¥{balance}"
+    assert Decimal(billing["after"][1:]) == Decimal(balance) + 2
     played = next(s for s in second["steps"] if s["name"] == "playground")
     assert played["reasoning"] == "Weighing the greeting."  # apart from the answer
     assert played["answer"] == "Hello there!"
