@@ -76,6 +76,15 @@ def test_sign_up_get_a_key_and_call_the_api_with_it(server: RunningServer) -> No
         assert secret.startswith("sk-mp-")
         listed = client.get("/console/keys").text
         assert "laptop" in listed and secret not in listed  # the secret is shown once
+        limited = client.post(
+            "/console/keys",
+            data={"name": "slow", "rpm": "2", "limit": "0.5", "csrf": form_csrf(listed)},
+        )
+        assert limited.status_code == 201
+        bad = client.post(
+            "/console/keys", data={"name": "bad", "rpm": "many", "csrf": form_csrf(listed)}
+        )
+        assert bad.status_code == 400 and "rpm" in bad.text
     api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
     answer = api.chat.completions.create(
         model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8

@@ -239,11 +239,19 @@ async def keys(state: AppState, exchange: Exchange) -> None:
             return
         try:
             expires = form.get("expires_at", "").strip()
+            rates: dict[str, int | None] = {}
+            for field in ("rpm", "tpm"):
+                text = form.get(field, "").strip()
+                if text and (not text.isdigit() or len(text) > 12):
+                    raise InvalidRequest(f"{field} must be a whole number", param=field)
+                rates[field] = int(text) if text else None
             created = await _thread(
                 accounts.create_account_key,
                 state.store,
                 form.get("name", ""),
                 user=account.name,
+                rpm=rates["rpm"],
+                tpm=rates["tpm"],
                 limit=form.get("limit", "").strip() or None,
                 models=tuple(form.get("models", "").split(",")) if form.get("models") else None,
                 expires_at=accounts.parse_time(expires, "expires_at") if expires else None,
