@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -255,6 +256,14 @@ def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_cs
         assert rows.count(f"<td>{LOCAL}</td><td>notebook</td>") == 2
         other_model = client.get("/console/usage", params={"model": "qwen/qwen3-8b"})
         assert 'id="usage-rows"' not in other_model.text
+        today = datetime.now(UTC).date()
+        on_the_day = client.get("/console/usage", params={"days": "7", "day": today.isoformat()})
+        assert on_the_day.text.count(f"<td>{LOCAL}</td><td>notebook</td>") == 2
+        yesterday = (today - timedelta(days=1)).isoformat()
+        assert (
+            'id="usage-rows"'
+            not in client.get("/console/usage", params={"days": "7", "day": yesterday}).text
+        )
         csv = client.get("/console/usage.csv", params={"by": "model", "days": "7"})
         assert csv.headers["content-type"].startswith("text/csv")
         assert "attachment" in csv.headers["content-disposition"]

@@ -675,10 +675,19 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
     models = sorted(card.id for card in state.catalog.models)
     model = query.get("model") if query.get("model") in models else None
     cursor = _cursor(query.get("after", ""))
+    # One day of the period, when asked (`day=YYYY-MM-DD`): the requests of that day only.
+    day = query.get("day", "")
+    day_since, day_until = since, None
+    if day in {(since + timedelta(days=offset)).date().isoformat() for offset in range(days)}:
+        day_since = datetime.fromisoformat(day).replace(tzinfo=since.tzinfo)
+        day_until = day_since + timedelta(days=1)
+    else:
+        day = ""
     listed = await _thread(
         state.store.usage_page,
         account.id,
-        since=since,
+        since=day_since,
+        until=day_until,
         model=model,
         key_id=key_id,
         limit=USAGE_PAGE + 1,
@@ -704,6 +713,8 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
         keys=names,
         model=model,
         models=models,
+        day=day,
+        day_list=list(reversed(day_list)),
         rows=listed[:USAGE_PAGE],
         more=more,
         first_page=cursor is None,

@@ -387,6 +387,7 @@ class BillingStore(Protocol):
         account_id: int,
         *,
         since: datetime | None = None,
+        until: datetime | None = None,
         model: str | None = None,
         key_id: int | None = None,
         limit: int = 50,

@@ -797,6 +797,7 @@ class SqlStore:
         account_id: int,
         *,
         since: datetime | None = None,
+        until: datetime | None = None,
         model: str | None = None,
         key_id: int | None = None,
         limit: int = 50,
@@ -807,6 +808,8 @@ class SqlStore:
         query = sa.select(usage_rows).where(usage_rows.c.account_id == account_id)
         if since is not None:
             query = query.where(usage_rows.c.created_at >= since)
+        if until is not None:
+            query = query.where(usage_rows.c.created_at < until)
         if model is not None:
             query = query.where(usage_rows.c.model == model)
         if key_id is not None:
