@@ -64,9 +64,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trusted_proxies: tuple[str, ...] = ()
     # Origins a browser may call the API from (CORS), "*" for any; empty: none.
     cors_origins: tuple[str, ...] = ()
-    # Who may create an account in the browser (/console/signup): "open" (anyone) or "closed"
-    # (accounts come from the operator's CLI), and the credit in CNY a new account starts with.
-    signup: Literal["open", "closed"] = "open"
+    # Who may create an account in the browser (/console/signup): "open" (anyone), "invite"
+    # (with a top-up code as the invitation, its amount the account's first credit) or
+    # "closed" (accounts come from the operator's CLI), and the credit in CNY a new account
+    # starts with besides.
+    signup: Literal["open", "invite", "closed"] = "open"
     signup_credit: str = "0"
     # Redis for several replicas: shared rate-limit counters and key-cache invalidation.
     redis_url: str | None = None

@@ -480,3 +480,20 @@ def test_the_admin_pages_list_models_keys_and_codes_and_make_codes(server: Runni
             "/console/admin/codes", data={"csrf": form_csrf(page.text), "count": "x", "amount": "2"}
         )
         assert bad.status_code == 400 and "count" in bad.text
+
+
+def test_an_invite_only_sign_up_asks_for_a_code(tmp_path: Path) -> None:
+    invite = RunningServer(tmp_path / "invite", env={"MODELPORT_SIGNUP": "invite"})
+    with invite, browser(invite) as client:
+        made = invite.cli("codes", "create", "--count", "1", "--amount", "1")
+        code = re.search(r"MPC(-[A-Z0-9]{4}){4}", made.stdout)
+        assert code is not None
+        page = client.get("/console/signup")
+        assert 'id="invite-code"' in page.text
+        data = {"username": "pat", "password": PASSWORD, "csrf": form_csrf(page.text)}
+        assert client.post("/console/signup", data=data).status_code == 400
+        page = client.get("/console/signup")
+        data["csrf"] = form_csrf(page.text)
+        joined = client.post("/console/signup", data={**data, "code": code.group(0)})
+        assert joined.status_code == 303
+        assert '<dd id="balance">¥1</dd>' in client.get("/console").text

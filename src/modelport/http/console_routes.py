@@ -152,7 +152,9 @@ async def _credentials_form(state: AppState, exchange: Exchange, kind: str) -> N
     password = form.get("password", "")[: MAX_PASSWORD + 1]
     try:
         if kind == "signup":
-            session = await console.signup(username, password, address=address)
+            session = await console.signup(
+                username, password, address=address, code=form.get("code", "")[:64]
+            )
         else:
             old = i18n.cookie_value(exchange.header("cookie"), SESSION_COOKIE)
             session = await console.login(username, password, address=address, replacing=old)

@@ -21,6 +21,7 @@ A session is for the console only: the API authenticates keys, never cookies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -35,6 +36,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from modelport.core.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, clip
 from modelport.services.accounts import cny_to_nano
 from modelport.services.auth_throttle import AuthThrottle
+from modelport.services.codes import INVALID_CODE, code_prefix, hash_code, normalize_code
 from modelport.store.base import (
     AccountRecord,
     BillingStore,
@@ -43,7 +45,7 @@ from modelport.store.base import (
     StoreConflict,
 )
 
-SignupPolicy = Literal["open", "closed"]
+SignupPolicy = Literal["open", "invite", "closed"]
 USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{2,31}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # characters: argon2 takes any length, a megabyte is not a password
@@ -118,27 +120,51 @@ class ConsoleAccounts:
 
     # ------------------------------------------------------------------ sign-up, log-in
 
-    async def signup(self, username: str, password: str, *, address: str = "") -> Session:
-        """A new account (role user, with the starting credit) and its first session."""
-        if self.policy != "open":
+    async def signup(
+        self, username: str, password: str, *, address: str = "", code: str = ""
+    ) -> Session:
+        """A new account (role user, with the starting credit) and its first session. Under
+        the "invite" policy `code` (a top-up code) is the invitation: the account is made only
+        together with its redemption, in one transaction."""
+        if self.policy == "closed":
             raise PermissionDenied(
                 "Sign-up is closed on this server: ask its operator for an account."
             )
         self._by_address.check(address)
         name = check_username(username)
         check_password(password, name)
+        canonical = normalize_code(code) if self.policy == "invite" else None
+        if self.policy == "invite" and canonical is None:
+            self._by_address.failed(address)
+            raise InvalidRequest(INVALID_CODE, param="code")
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         store = self._store
         try:
-            account = await asyncio.to_thread(
-                store.create_account, name=name, role="user", created_at=_now()
-            )
+            if canonical is not None:
+                invited = await asyncio.to_thread(
+                    functools.partial(
+                        store.create_invited_account,
+                        name=name,
+                        password_hash=password_hash,
+                        code_hash=hash_code(canonical),
+                        reason=f"invitation {code_prefix(canonical)}",
+                        now=_now(),
+                    )
+                )
+                if invited is None:
+                    self._by_address.failed(address)  # guessing codes costs like a bad log-in
+                    raise InvalidRequest(INVALID_CODE, param="code")
+                account = invited
+            else:
+                account = await asyncio.to_thread(
+                    store.create_account, name=name, role="user", created_at=_now()
+                )
+                await asyncio.to_thread(store.set_password, account.id, password_hash)
         except StoreConflict:
             self._by_address.failed(address)  # probing for names costs like a bad log-in
             raise InvalidRequest(
                 f"the username {clip(name)!r} is taken", param="username"
             ) from None
-        await asyncio.to_thread(store.set_password, account.id, password_hash)
         if self._credit:
             account = await asyncio.to_thread(
                 store.top_up, account.id, self._credit, reason="sign-up credit", created_at=_now()

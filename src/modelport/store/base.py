@@ -118,6 +118,14 @@ class ConsoleStore(Protocol):
         """Rows changed (0: no such account)."""
         ...
 
+    def create_invited_account(
+        self, *, name: str, password_hash: str, code_hash: str, reason: str, now: datetime
+    ) -> AccountRecord | None:
+        """A user account made with an invitation (a top-up code), in one transaction: the
+        account with its password, the code taken for it and its amount credited. None, and
+        nothing written, when the code is not valid; StoreConflict when the name is taken."""
+        ...
+
     def create_session(self, session: SessionRecord) -> None: ...
 
     def find_session(self, id_hash: str, now: datetime) -> SessionRecord | None:

@@ -900,6 +900,55 @@ class SqlStore:
             query = query.where(topup_codes.c.batch == batch)
         return [_topup_code(row) for row in self._read(query)]
 
+    def create_invited_account(
+        self, *, name: str, password_hash: str, code_hash: str, reason: str, now: datetime
+    ) -> AccountRecord | None:
+        """A user account made with an invitation (a top-up code), in one transaction: the
+        account with its password, the code taken for it and its amount credited. None, and
+        nothing written, when the code is not valid; StoreConflict when the name is taken."""
+        take = (
+            topup_codes.update()
+            .where(
+                topup_codes.c.code_hash == code_hash,
+                topup_codes.c.redeemed_at.is_(None),
+                sa.or_(topup_codes.c.expires_at.is_(None), topup_codes.c.expires_at > now),
+            )
+            .returning(topup_codes.c.id, topup_codes.c.amount_nano)
+        )
+        try:
+            with self._write() as connection:
+                account_id = connection.execute(
+                    accounts.insert()
+                    .values(
+                        name=name,
+                        role="user",
+                        balance_nano=0,
+                        created_at=now,
+                        password_hash=password_hash,
+                    )
+                    .returning(accounts.c.id)
+                ).scalar_one()
+                taken = connection.execute(
+                    take.values(redeemed_at=now, redeemed_by=account_id)
+                ).one_or_none()
+                if taken is None:
+                    raise _CreditRefused  # rolls the account back too
+                credit, entry = _credit_statements(
+                    account_id, int(taken.amount_nano), reason=reason, created_at=now
+                )
+                connection.execute(credit)
+                connection.execute(entry)
+                row = connection.execute(_ACCOUNT_QUERY.where(accounts.c.id == account_id)).one()
+        except _CreditRefused:
+            return None
+        except exc.IntegrityError as error:
+            if self.get_account(name) is not None:
+                raise StoreConflict(f"an account named {name!r} already exists") from None
+            raise self._failed(error) from None
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+        return _account(row._mapping)
+
     def redeem_code(
         self,
         code_hash: str,

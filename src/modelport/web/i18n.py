@@ -200,6 +200,10 @@ TEXT: dict[Lang, dict[str, str]] = {
         "have_account": "Already have an account?",
         "no_account": "No account yet?",
         "signup_closed": "Sign-up is closed on this server: ask its operator for an account.",
+        "invite_code": "Invitation code",
+        "invite_hint": (
+            "Sign-up on this server needs an invitation: a top-up code from its operator."
+        ),
         "csrf_failed": "The form expired. Please try again.",
         "dashboard_title": "Your account",
         "balance": "Balance",
@@ -438,6 +442,8 @@ TEXT: dict[Lang, dict[str, str]] = {
         "have_account": "已有账号？",
         "no_account": "还没有账号？",
         "signup_closed": "本服务未开放注册，请向运营者申请账号。",
+        "invite_code": "邀请码",
+        "invite_hint": "本服务注册需要邀请：请使用运营者发放的充值码。",
         "csrf_failed": "表单已过期，请重试。",
         "dashboard_title": "我的账号",
         "balance": "余额",

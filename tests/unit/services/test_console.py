@@ -169,3 +169,26 @@ def test_a_hash_with_older_parameters_is_redone_at_the_next_good_log_in(store: S
     asyncio.run(console(store).login("alice", PASSWORD))
     found = store.password_of("alice")
     assert found is not None and found[1] is not None and "m=1024" in found[1]
+
+
+def test_an_invitation_is_a_top_up_code_redeemed_with_the_account_or_nothing_is_made(
+    store: SqlStore,
+) -> None:
+    from modelport.services.codes import create_codes
+
+    [(_, code)] = create_codes(store, 1, "2", created_by="test")
+    accounts = console(store, policy="invite", signup_credit="1")
+    for wrong in ("", "MPC-AAAA-AAAA-AAAA-AAAA", "not a code"):
+        with pytest.raises(InvalidRequest) as refused:
+            asyncio.run(accounts.signup("nina", PASSWORD, code=wrong))
+        assert refused.value.param == "code"
+    assert store.get_account("nina") is None  # nothing was made
+    session = asyncio.run(accounts.signup("nina", PASSWORD, code=code.lower()))
+    assert session.account.balance_nano == 3 * 10**9  # the code's 2, and the sign-up credit
+    reasons = [entry.reason for entry in store.ledger(session.account.id)]
+    assert reasons == [f"invitation {code[:8]}", "sign-up credit"]
+    with pytest.raises(InvalidRequest) as reused:
+        asyncio.run(accounts.signup("omar", PASSWORD, code=code))
+    assert reused.value.param == "code"
+    assert store.get_account("omar") is None
+    asyncio.run(accounts.login("nina", PASSWORD))  # the password came with the account
