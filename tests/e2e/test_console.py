@@ -138,11 +138,26 @@ def test_every_form_refuses_a_post_without_its_csrf_token(server: RunningServer)
             ("/console/keys", {"name": "x"}),
             ("/console/logout", {}),
             ("/console/keys/1/revoke", {}),
+            ("/console/billing", {"code": "MPC-AAAA-AAAA-AAAA-AAAA"}),
+            ("/console/playground", {"key": "sk-mp-x", "model": LOCAL, "message": "hi"}),
         ):
             for csrf in (None, "forged"):
                 body = dict(data, **({"csrf": csrf} if csrf else {}))
                 assert client.post(path, data=body).status_code == 403, (path, csrf)
         assert client.get("/console").status_code == 200  # still logged in
+    # The admin's forms too.
+    admin = admin_browser(server)
+    with contextlib.closing(admin):
+        for path, data in (
+            ("/console/admin/users", {"name": "carol", "action": "disable"}),
+            ("/console/admin/codes", {"count": "1", "amount": "1"}),
+        ):
+            for csrf in (None, "forged"):
+                body = dict(data, **({"csrf": csrf} if csrf else {}))
+                assert admin.post(path, data=body).status_code == 403, (path, csrf)
+        users = admin.get("/console/admin/users").text
+        carol = users[users.index('<tr data-user="carol">') :]
+        assert carol[: carol.index("</tr>")].count(">Active<") == 1  # not disabled
     # A cross-site form has no mp_csrf cookie to match.
     with browser(server) as other:
         page = other.get("/console/login")
@@ -270,11 +285,13 @@ def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_cs
         lines = csv.text.strip().split("\r\n")
         assert lines[0].startswith("group,requests")
         assert lines[1].startswith(f"{LOCAL},2,")
-    # Another user sees none of it.
+    # Another user sees none of it: not the usage, not the ledger.
     with browser(server) as other:
         sign_up(other, "grace")
         assert "notebook" not in other.get("/console/usage").text
         assert LOCAL not in other.get("/console/usage.csv?by=model").text
+        ledger = other.get("/console/billing").text
+        assert ledger.count("<tr data-entry-id=") == 1  # her own sign-up credit only
 
 
 VNU = (
