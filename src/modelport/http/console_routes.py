@@ -93,6 +93,18 @@ def _next(value: str | None) -> str:
     return PREFIX
 
 
+async def _checked_form(
+    state: AppState, exchange: Exchange, session: Session
+) -> dict[str, str] | None:
+    """A logged-in form's fields, or None after answering 403 when its CSRF token is not the
+    session's."""
+    form = await _form(exchange)
+    if ConsoleAccounts.csrf_ok(session, form.get("csrf")):
+        return form
+    await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+    return None
+
+
 # ---------------------------------------------------------------------------- sign-up, log-in
 
 
@@ -172,12 +184,10 @@ async def _credentials_form(state: AppState, exchange: Exchange, kind: str) -> N
 
 async def logout(state: AppState, exchange: Exchange) -> None:
     session = await current_session(state, exchange)
-    form = await _form(exchange)
     if session is None:
         await _redirect(exchange, PREFIX + "/login")
         return
-    if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-        await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+    if await _checked_form(state, exchange, session) is None:
         return
     token = i18n.cookie_value(exchange.header("cookie"), SESSION_COOKIE) or ""
     await state.console.logout(token)
@@ -235,9 +245,8 @@ async def keys(state: AppState, exchange: Exchange) -> None:
     error = None
     status = 200
     if exchange.method == "POST":
-        form = await _form(exchange)
-        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        form = await _checked_form(state, exchange, session)
+        if form is None:
             return
         try:
             expires = form.get("expires_at", "").strip()
@@ -280,9 +289,8 @@ async def revoke(state: AppState, exchange: Exchange, key_id: str) -> None:
     session = await _required(state, exchange)
     if session is None:
         return
-    form = await _form(exchange)
-    if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-        await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+    form = await _checked_form(state, exchange, session)
+    if form is None:
         return
     grants = await _thread(state.store.list_grants, account_id=session.account.id)
     mine = {str(grant.key.id): grant for grant in grants}
@@ -325,10 +333,10 @@ async def playground(state: AppState, exchange: Exchange) -> None:
     error = None
     status = 200
     if exchange.method == "POST":
-        form = await _form(exchange)
-        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        posted = await _checked_form(state, exchange, session)
+        if posted is None:
             return
+        form = posted
         try:
             answer = await _play(state, session, form, exchange)
             if answer is None:  # the browser went away: the generation was stopped
@@ -406,9 +414,8 @@ async def admin_users(state: AppState, exchange: Exchange) -> None:
     message = error = None
     status = 200
     if exchange.method == "POST":
-        form = await _form(exchange)
-        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        form = await _checked_form(state, exchange, session)
+        if form is None:
             return
         name, action = form.get("name", ""), form.get("action", "")
         try:
@@ -498,9 +505,8 @@ async def admin_codes(state: AppState, exchange: Exchange) -> None:
     error = None
     status = 200
     if exchange.method == "POST":
-        form = await _form(exchange)
-        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        form = await _checked_form(state, exchange, session)
+        if form is None:
             return
         try:
             count = form.get("count", "").strip()
@@ -561,9 +567,8 @@ async def billing(state: AppState, exchange: Exchange) -> None:
     message = error = None
     status = 200
     if exchange.method == "POST":
-        form = await _form(exchange)
-        if not ConsoleAccounts.csrf_ok(session, form.get("csrf")):
-            await _page(state, exchange, "console_error.html", status=403, reason="csrf")
+        form = await _checked_form(state, exchange, session)
+        if form is None:
             return
         try:
             redemption = await codes.redeem(
