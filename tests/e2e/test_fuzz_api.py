@@ -238,7 +238,10 @@ def _body_fields(path: str, method: str) -> tuple[str, ...]:
     body = DOCUMENT["paths"][path][method.lower()].get("requestBody")
     if body is None:
         return ()
-    name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    schema = body["content"]["application/json"]["schema"]
+    if "$ref" not in schema:  # described in place (the Responses API's request)
+        return tuple(sorted(schema.get("properties", {})))
+    name = schema["$ref"].rsplit("/", 1)[-1]
     return tuple(sorted(DOCUMENT["components"]["schemas"][name]["properties"]))
 
 

@@ -23,6 +23,7 @@ from modelport.http import (
     console_routes,
     openai_routes,
     openapi,
+    responses_routes,
     web_routes,
 )
 from modelport.http.asgi import ASGIExchange, Receive, Scope, Send
@@ -52,6 +53,7 @@ def _route_table() -> dict[str, dict[str, Handler]]:
     table: dict[str, dict[str, Handler]] = {}
     for prefix in OPENAI_PREFIXES:
         table[prefix + "/chat/completions"] = {"POST": openai_routes.chat_completions}
+        table[prefix + "/responses"] = {"POST": responses_routes.create}
         table[prefix + "/models"] = {"GET": _list_models}
     for prefix in ANTHROPIC_PREFIXES:
         table[prefix + "/messages"] = {"POST": anthropic_routes.messages}

@@ -442,6 +442,8 @@ def _route_operation(path: str, method: str) -> Operation:
         }
     if method == "POST" and path.endswith("/chat/completions"):
         return _chat_completions()
+    if method == "POST" and path.endswith("/responses"):
+        return _responses()
     if method == "POST" and path.endswith("/messages/count_tokens"):
         return _count_tokens()
     if method == "POST" and path.endswith("/messages"):
@@ -467,6 +469,53 @@ def _chat_completions() -> Operation:
                 "stream of `data:` lines, each a `ChatCompletionChunk`, ending `data: [DONE]`.",
                 "content": {
                     "application/json": {"schema": _ref("ChatCompletion")},
+                    "text/event-stream": {"schema": _SSE_EVENT},
+                },
+            },
+            **_errors(_INFERENCE_ERRORS, "OpenAIError"),
+        },
+    }
+
+
+def _responses() -> Operation:
+    return {
+        "tags": ["OpenAI"],
+        "summary": "A response (OpenAI's Responses API): one `response` object, or its typed "
+        "SSE events with `stream: true`.",
+        "description": "`input` is a string or a list of items (messages, function_call, "
+        "function_call_output, reasoning); function and namespace tools are offered to the "
+        "model, hosted tools (web_search, …) are not. Stateless: previous_response_id is "
+        "refused.",
+        "security": _KEYED,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["model", "input"],
+                        "properties": {
+                            "model": {"type": "string", "minLength": 1},
+                            "input": {
+                                "anyOf": [
+                                    {"type": "string"},
+                                    {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                                ]
+                            },
+                            "instructions": {"type": "string"},
+                            "stream": {"type": "boolean"},
+                            "max_output_tokens": {"type": "integer", "minimum": 1},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The `response`, or with `stream: true` its typed events "
+                "(`event:` and `data:` lines), each with a `sequence_number`.",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
                     "text/event-stream": {"schema": _SSE_EVENT},
                 },
             },

@@ -1,0 +1,156 @@
+"""OpenAI's Responses API through the official SDK, from a real server: a plain answer, a
+stream through the SDK's event helpers with reasoning apart, a function tool round trip,
+`text.format` with a schema, hosted tools left out, and bad input refused naming the item."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from pydantic import BaseModel
+from tests.e2e.server import RunningServer
+from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScript
+
+LOCAL = "local/smollm2-135m-instruct"
+THINKER = "fake/qwen-like"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAIUpstream]:
+    fake = FakeOpenAIUpstream()
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAIUpstream
+) -> Iterator[RunningServer]:
+    data: Path = tmp_path_factory.mktemp("responses")
+    config = data / "modelport.toml"
+    config.write_text(
+        f'[[models]]\nid = "{THINKER}"\nname = "Thinker"\ndescription = "scripted"\n'
+        'context_length = 32768\nthinking = "always"\n'
+        'supported_parameters = ["tools", "tool_choice", "response_format", "reasoning"]\n'
+        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{upstream.base_url}"\n'
+    )
+    with RunningServer(data, config) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0)
+
+
+def test_a_plain_answer_from_the_local_model(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=LOCAL, input="Say hi", instructions="Be brief.", max_output_tokens=16
+    )
+    assert response.object == "response" and response.id.startswith("resp_")
+    assert response.status in ("completed", "incomplete")
+    assert response.output_text
+    assert response.usage is not None and response.usage.input_tokens > 0
+    assert response.usage.output_tokens <= 16
+
+
+def test_reasoning_and_text_come_as_separate_items_whole_and_streamed(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    script = Script(reasoning=["Think", "ing."], text=["Hel", "lo!"], usage=(7, 5, 2, 0))
+    upstream.on("REASON", script)
+    whole = client.responses.create(model=THINKER, input="REASON please")
+    kinds = [item.type for item in whole.output]
+    assert kinds == ["reasoning", "message"]
+    assert whole.output[0].content[0].text == "Thinking."  # type: ignore[union-attr,index]
+    assert whole.output_text == "Hello!"
+    assert whole.usage is not None and whole.usage.output_tokens_details.reasoning_tokens == 2
+    events = []
+    text = ""
+    reasoning = ""
+    with client.responses.stream(model=THINKER, input="REASON please") as stream:
+        for event in stream:
+            events.append(event)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            elif event.type == "response.reasoning_text.delta":
+                reasoning += event.delta
+        final = stream.get_final_response()
+    assert (reasoning, text) == ("Thinking.", "Hello!")
+    names = [e.type for e in events]
+    assert names[:2] == ["response.created", "response.in_progress"]
+    assert names[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert names.index("response.output_text.done") < names.index("response.completed")
+    assert final.output_text == "Hello!"
+
+
+def test_a_function_tool_round_trip(client: openai.OpenAI, upstream: FakeOpenAIUpstream) -> None:
+    upstream.on(
+        "WEATHER",
+        Script(tool_calls=[ToolCallScript("get_weather", ('{"city": "Hangzhou"}',), id="call_1")]),
+    )
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+        {"type": "web_search"},  # hosted: not offered to the model (Codex sends one)
+    ]
+    first = client.responses.create(model=THINKER, input="WEATHER in Hangzhou?", tools=tools)  # type: ignore[arg-type]
+    [call] = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Hangzhou"}
+    sent = upstream.requests[-1].body
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+    upstream.on("RESULT", Script(text=["Sunny, 25 °C."]))
+    second = client.responses.create(
+        model=THINKER,
+        tools=tools,  # type: ignore[arg-type]
+        input=[
+            {"role": "user", "content": "WEATHER in Hangzhou?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 25"},
+            {"role": "user", "content": "RESULT please"},
+        ],
+    )
+    assert second.output_text == "Sunny, 25 °C."
+    messages = upstream.requests[-1].body["messages"]
+    assert messages[1]["tool_calls"][0]["id"] == call.call_id
+    assert messages[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny, 25"}
+
+
+def test_text_format_with_a_schema_reaches_the_upstream_and_parse_reads_it(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    class City(BaseModel):
+        name: str
+        population: int
+
+    upstream.on("CITY", Script(text=['{"name": "Hangzhou", "population": 12000000}']))
+    parsed = client.responses.parse(model=THINKER, input="CITY facts", text_format=City)
+    assert parsed.output_parsed == City(name="Hangzhou", population=12000000)
+    fmt = upstream.requests[-1].body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "City"
+
+
+def test_bad_input_is_a_400_naming_the_item(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.responses.create(
+            model=LOCAL,
+            input=[{"role": "user", "content": "hi"}, {"type": "function_call", "name": "x"}],  # type: ignore[list-item]
+        )
+    assert bad.value.body["param"] == "input[1].call_id"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as stateful:
+        client.responses.create(model=LOCAL, input="hi", previous_response_id="resp_123")
+    assert stateful.value.body["param"] == "previous_response_id"  # type: ignore[index]
