@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # starts with besides.
     signup: Literal["open", "invite", "closed"] = "open"
     signup_credit: str = "0"
+    # Days a stored response of the Responses API (`store: true`) is kept for
+    # previous_response_id and GET /v1/responses/{id}.
+    responses_retention_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 30.0
     # Redis for several replicas: shared rate-limit counters and key-cache invalidation.
     redis_url: str | None = None
     # Names in Redis start with this: installations sharing one Redis need different ones.

@@ -151,6 +151,44 @@ def test_bad_input_is_a_400_naming_the_item(client: openai.OpenAI) -> None:
             input=[{"role": "user", "content": "hi"}, {"type": "function_call", "name": "x"}],  # type: ignore[list-item]
         )
     assert bad.value.body["param"] == "input[1].call_id"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError) as stateful:
+    with pytest.raises(openai.NotFoundError):
         client.responses.create(model=LOCAL, input="hi", previous_response_id="resp_123")
-    assert stateful.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+def test_a_stored_response_is_continued_retrieved_listed_and_deleted(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream, server: RunningServer
+) -> None:
+    upstream.on("REMEMBER", Script(reasoning=["Noted."], text=["I will remember 42."]))
+    first = client.responses.create(
+        model=THINKER, input="REMEMBER the number 42", instructions="Be terse."
+    )
+    assert first.store is True
+    upstream.on("RECALL", Script(text=["It was 42."]))
+    second = client.responses.create(
+        model=THINKER, input="RECALL the number", previous_response_id=first.id
+    )
+    assert second.output_text == "It was 42." and second.previous_response_id == first.id
+    sent = upstream.requests[-1].body["messages"]
+    # The stored turn and its answer come first; the instructions are not inherited.
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == "I will remember 42."
+    again = client.responses.retrieve(first.id)
+    assert again.id == first.id and again.output_text == "I will remember 42."
+    items = client.responses.input_items.list(first.id)
+    assert [item.type for item in items.data] == ["message"]
+    # Another account cannot see it.
+    other = server.cli("keys", "create", "--name", "stranger", "--json")
+    secret = json.loads(other.stdout)["secret"]
+    stranger = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(first.id)
+    # A streamed response is stored too; store: false is not.
+    with client.responses.stream(model=THINKER, input="RECALL again") as stream:
+        streamed = stream.get_final_response()
+    assert client.responses.retrieve(streamed.id).output_text == "It was 42."
+    unstored = client.responses.create(model=THINKER, input="RECALL", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)

@@ -187,6 +187,14 @@ class App:
                 if path.startswith(web_routes.STATIC):
                     await web_routes.static(self.state, exchange)
                     return
+            if methods is None and self.state is not None and exchange.method in ("GET", "DELETE"):
+                for prefix in OPENAI_PREFIXES:
+                    head = prefix + "/responses/"
+                    if exchange.path.startswith(head) and len(exchange.path) > len(head):
+                        await responses_routes.by_id(
+                            self.state, exchange, exchange.path[len(head) :]
+                        )
+                        return
             if methods is None:
                 if self.state is not None and exchange.method == "GET":
                     model_id = _model_path(exchange.path)

@@ -192,6 +192,14 @@ def build_document(routes: Mapping[str, Iterable[str]]) -> dict[str, Any]:
         "head": _page_operation("/models/{model_id}"),
     }
     paths["/static/{name}"] = {"get": _static_operation()}
+    for prefix in ("/v1", "/api/gpt/v1"):
+        if prefix + "/responses" in routes:
+            one = prefix + "/responses/{response_id}"
+            paths[one] = {
+                "get": _stored_response("The stored response."),
+                "delete": _stored_response("Delete a stored response."),
+            }
+            paths[one + "/input_items"] = {"get": _stored_response("Its input items.")}
     for method, tail, operation in _account_operations():
         paths.setdefault(ACCOUNT_PREFIX + tail, {})[method.lower()] = operation
     for path, operations in paths.items():
@@ -362,6 +370,25 @@ _PAGE_PARAMETERS: dict[str, list[dict[str, Any]]] = {
         {"name": "sort", "description": "popular, newest, price or context.", **_QUERY},
     ],
 }
+
+
+def _stored_response(summary: str) -> Operation:
+    """`GET|DELETE …/responses/{response_id}` and its input items: the caller's own only."""
+    return {
+        "tags": ["OpenAI"],
+        "summary": summary + " Another account's id, or an expired one, is a 404.",
+        "security": _KEYED,
+        "parameters": [
+            {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": {
+                "description": "The response, its input items (a list), or the deletion.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **_errors((*_ANY, _E.AuthenticationFailed, _E.NotFound), "OpenAIError"),
+        },
+    }
 
 
 def _page_operation(path: str) -> Operation:

@@ -107,6 +107,35 @@ class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: datetime | None = None
 
 
+class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored answer of the Responses API: JSON texts of the conversation it continued
+    (chat-form messages), its input items and the response object."""
+
+    id: str
+    account_id: int
+    conversation: str
+    input_items: str
+    response: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class ResponseStore(Protocol):
+    def save_response(self, record: StoredResponse) -> None: ...
+
+    def get_response(
+        self, response_id: str, account_id: int, now: datetime
+    ) -> StoredResponse | None:
+        """The account's stored response if it has not expired (another account's: None)."""
+        ...
+
+    def delete_response(self, response_id: str, account_id: int) -> bool: ...
+
+    def purge_responses(self, before: datetime) -> int:
+        """Delete the responses that expired before `before`."""
+        ...
+
+
 class ConsoleStore(Protocol):
     """Passwords and sessions of the console (accounts in the browser)."""
 

@@ -230,3 +230,24 @@ topup_codes = sa.Table(
     sa.Index("ix_topup_codes_batch", "batch"),
     sa.Index("ix_topup_codes_redeemed_by", "redeemed_by"),
 )
+
+# Stored responses of the Responses API (`store: true`): the answer, the conversation it
+# continued (chat-form messages, JSON) and its input items (JSON), until `expires_at`.
+stored_responses = sa.Table(
+    "stored_responses",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", name="fk_stored_responses_account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("conversation", sa.Text, nullable=False),
+    sa.Column("input_items", sa.Text, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Index("ix_stored_responses_account_id", "account_id"),
+    sa.Index("ix_stored_responses_expires_at", "expires_at"),
+)

@@ -44,6 +44,7 @@ from modelport.store.base import (
     Role,
     SessionRecord,
     StoreConflict,
+    StoredResponse,
     StoreError,
     TopupCodeRecord,
     UsageRecord,
@@ -67,6 +68,7 @@ from modelport.store.schema import (
     console_sessions,
     credit_leases,
     ledger,
+    stored_responses,
     topup_codes,
 )
 from modelport.store.schema import usage as usage_rows
@@ -824,6 +826,45 @@ class SqlStore:
             )
         query = query.order_by(usage_rows.c.created_at.desc(), usage_rows.c.request_id.desc())
         return [_usage(row) for row in self._read(query.limit(max(1, min(limit, 500))))]
+
+    # Stored responses (the Responses API)
+
+    def save_response(self, record: StoredResponse) -> None:
+        values = msgspec.structs.asdict(record)
+        try:
+            with self._write() as connection:
+                connection.execute(stored_responses.insert().values(**values))
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def get_response(
+        self, response_id: str, account_id: int, now: datetime
+    ) -> StoredResponse | None:
+        query = sa.select(stored_responses).where(
+            stored_responses.c.id == response_id,
+            stored_responses.c.account_id == account_id,
+            stored_responses.c.expires_at > now,
+        )
+        row = self._read(query).one_or_none()
+        return None if row is None else StoredResponse(**row._mapping)
+
+    def delete_response(self, response_id: str, account_id: int) -> bool:
+        statement = stored_responses.delete().where(
+            stored_responses.c.id == response_id, stored_responses.c.account_id == account_id
+        )
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount > 0
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
+
+    def purge_responses(self, before: datetime) -> int:
+        statement = stored_responses.delete().where(stored_responses.c.expires_at < before)
+        try:
+            with self._write() as connection:
+                return connection.execute(statement).rowcount
+        except exc.SQLAlchemyError as error:
+            raise self._failed(error) from None
 
     def set_disabled(self, account_id: int, disabled_at: datetime | None) -> int:
         statement = (

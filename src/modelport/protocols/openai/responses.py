@@ -6,8 +6,9 @@ A request is read into the chat completions wire form and validated by the same 
 both doors accept the same sampling values; what only this API has (input items, `text.format`,
 `reasoning.summary`) is translated first, and a bad item is a 400 naming it
 (`input[2].call_id`). Tools of types the platform cannot run (`web_search`, `file_search`, …)
-are not offered to the model; `namespace` tools offer their functions. Stateless only for now:
-`previous_response_id` is refused (400) and nothing is stored.
+are not offered to the model; `namespace` tools offer their functions. A stored response
+(`store`, OpenAI's default) keeps the conversation it continued, so that `previous_response_id`
+continues it (http/responses_routes.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ResponsesOptions(msgspec.Struct, frozen=True):
     user: str | None = None
     reasoning_effort: str | None = None
     text_format: Any = None
+    store: bool = True
+    previous_response_id: str | None = None
 
 
 def _field(value: Any, name: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -103,13 +106,8 @@ def _text_of(content: Any, where: str) -> str | list[dict[str, Any]]:
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat messages of `instructions` and `input`."""
+    """The chat messages of `input`."""
     messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions is not None:
-        messages.append(
-            {"role": "system", "content": _field(instructions, "instructions", str, "instructions")}
-        )
     items = body.get("input")
     if isinstance(items, str):
         messages.append({"role": "user", "content": items})
@@ -201,19 +199,60 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def decode_responses_request(body: bytes) -> tuple[ChatRequest, ResponsesOptions]:
-    """Validate a Responses API body; raise InvalidRequest naming the field."""
+def read_request(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (InvalidRequest otherwise)."""
     raw = decode_json(body)
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    if raw.get("previous_response_id") is not None:
+    previous = raw.get("previous_response_id")
+    if previous is not None and (not isinstance(previous, str) or len(previous) > 128):
         raise InvalidRequest(
-            "previous_response_id needs stored responses, which this server does not keep yet: "
-            "send the whole conversation in `input`.",
-            param="previous_response_id",
+            "previous_response_id must be a response id.", param="previous_response_id"
         )
+    return raw
+
+
+def output_as_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored response's output as the assistant turn it was (for previous_response_id)."""
+    turn: dict[str, Any] = {"role": "assistant", "content": None}
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in response.get("output") or []:
+        kind = item.get("type")
+        if kind == "message":
+            texts += [part.get("text", "") for part in item.get("content") or []]
+        elif kind == "reasoning":
+            thoughts += [part.get("text", "") for part in item.get("content") or []]
+        elif kind == "function_call":
+            function = {"name": item.get("name"), "arguments": item.get("arguments", "")}
+            calls.append({"id": item.get("call_id"), "type": "function", "function": function})
+    if texts:
+        turn["content"] = "".join(texts)
+    if thoughts:
+        turn["reasoning_content"] = "".join(thoughts)
+    if calls:
+        turn["tool_calls"] = calls
+    return [turn] if texts or calls else []
+
+
+def decode_responses_request(
+    raw: dict[str, Any] | bytes, history: list[dict[str, Any]] | None = None
+) -> tuple[ChatRequest, ResponsesOptions, list[dict[str, Any]]]:
+    """Validate a Responses API body; raise InvalidRequest naming the field. `history`: the
+    chat messages of the stored response `previous_response_id` names (with its answer).
+    Returns the request, the options and the conversation to store (the history and this
+    input, without the instructions: a next response does not inherit them)."""
+    if isinstance(raw, bytes):
+        raw = read_request(raw)
     model = raw.get("model")
-    chat: dict[str, Any] = {"model": model, "messages": _messages(raw)}
+    conversation = [*(history or []), *_messages(raw)]
+    messages = list(conversation)
+    instructions = raw.get("instructions")
+    if instructions is not None:
+        text = _field(instructions, "instructions", str, "instructions")
+        messages.insert(0, {"role": "system", "content": text})
+    chat: dict[str, Any] = {"model": model, "messages": messages}
     tools = _tools(raw)
     if tools:
         chat["tools"] = tools
@@ -255,8 +294,10 @@ def decode_responses_request(body: bytes) -> tuple[ChatRequest, ResponsesOptions
         user=raw.get("user") if isinstance(raw.get("user"), str) else None,
         reasoning_effort=(reasoning or {}).get("effort") if isinstance(reasoning, dict) else None,
         text_format=fmt,
+        store=raw.get("store") is not False,
+        previous_response_id=raw.get("previous_response_id"),
     )
-    return request, options
+    return request, options, conversation
 
 
 # ---------------------------------------------------------------------------- answers
@@ -293,9 +334,9 @@ def _frame(response_id: str, created: int, options: ResponsesOptions) -> dict[st
         "tools": options.tools,
         "text": {"format": options.text_format or {"type": "text"}},
         "reasoning": {"effort": options.reasoning_effort, "summary": None},
-        "store": False,
+        "store": options.store,
         "user": options.user,
-        "previous_response_id": None,
+        "previous_response_id": options.previous_response_id,
         "error": None,
         "incomplete_details": None,
     }
@@ -379,11 +420,17 @@ class ResponseStreamEncoder:
         self._open: dict[str, Any] | None = None  # the item being streamed
         self._text: list[str] = []
         self._usage: Usage | None = None
+        self._final: dict[str, Any] | None = None
 
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         body = {"type": kind, "sequence_number": self._sequence, **payload}
         self._sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + _encode(body) + b"\n\n"
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        """The finished response (after the last event), for storing."""
+        return self._final
 
     def _response(self, status: str, details: dict[str, str] | None = None) -> dict[str, Any]:
         body = _frame(self._id, self._created, self._options)
@@ -432,7 +479,8 @@ class ResponseStreamEncoder:
             out = self._close()
             status, details = _status(event.finish_reason)
             kind = "response.completed" if status == "completed" else "response.incomplete"
-            return out + self._event(kind, {"response": self._response(status, details)})
+            self._final = self._response(status, details)
+            return out + self._event(kind, {"response": self._final})
         if isinstance(event, Logprobs):
             return b""
         assert isinstance(event, Error)
