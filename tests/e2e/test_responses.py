@@ -192,3 +192,33 @@ def test_a_stored_response_is_continued_retrieved_listed_and_deleted(
     client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(first.id)
+
+
+def test_a_stateless_client_gets_its_reasoning_sealed_and_hands_it_back(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    """As Codex does: `store: false` with `include: ["reasoning.encrypted_content"]`; the
+    reasoning item comes back next turn and the model sees the earlier thinking."""
+    upstream.on("SEAL", Script(reasoning=["Private ", "thought."], text=["Done."]))
+    first = client.responses.create(
+        model=THINKER, input="SEAL this", store=False, include=["reasoning.encrypted_content"]
+    )
+    [reasoning] = [item for item in first.output if item.type == "reasoning"]
+    sealed = reasoning.encrypted_content
+    assert sealed and "Private" not in sealed  # opaque
+    upstream.on("NEXT", Script(text=["Next."]))
+    items = [
+        {"role": "user", "content": "SEAL this"},
+        reasoning.model_dump(exclude_none=True),
+        {"role": "assistant", "content": "Done."},
+        {"role": "user", "content": "NEXT please"},
+    ]
+    second = client.responses.create(model=THINKER, input=items, store=False)  # type: ignore[arg-type]
+    assert second.output_text == "Next."
+    turn = upstream.requests[-1].body["messages"][1]
+    assert turn["role"] == "assistant"
+    assert "Private thought." in json.dumps(turn)  # the earlier thinking reached the model
+    tampered = dict(items[1], encrypted_content=sealed[:-6] + "AAAAAA")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model=THINKER, input=[items[0], tampered, *items[2:]], store=False)  # type: ignore[list-item]
+    assert refused.value.body["param"] == "input[1].encrypted_content"  # type: ignore[index]

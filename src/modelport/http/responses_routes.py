@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +44,7 @@ async def create(state: AppState, exchange: Exchange) -> None:
             *json.loads(stored.conversation),
             *output_as_messages(json.loads(stored.response)),
         ]
-    chat, options, conversation = decode_responses_request(raw, history)
+    chat, options, conversation = decode_responses_request(raw, history, await _seal_key(state))
     generation = await state.metering.start(principal, chat, incremental=options.stream)
     response_id = "resp_" + generation.request_id
     if not options.stream:
@@ -64,6 +65,23 @@ async def create(state: AppState, exchange: Exchange) -> None:
     if options.store and encoder.final is not None:
         final = json.dumps(encoder.final).encode()
         await _store(state, principal.account_id, response_id, conversation, raw, final)
+
+
+SEAL_KEY = "responses_seal_key"
+_seal_keys: dict[int, bytes] = {}
+
+
+async def _seal_key(state: AppState) -> bytes:
+    """The server's secret for sealed reasoning: made once, kept in the database, so that
+    every worker and replica opens what another sealed."""
+    key = _seal_keys.get(id(state))
+    if key is None:
+        store = state.store
+        await asyncio.to_thread(store.set_meta, SEAL_KEY, secrets.token_hex(32), replace=False)
+        stored = await asyncio.to_thread(store.get_meta, SEAL_KEY)
+        assert stored is not None
+        key = _seal_keys[id(state)] = bytes.fromhex(stored)
+    return key
 
 
 async def _stored(state: AppState, response_id: str, account_id: int) -> StoredResponse:

@@ -36,6 +36,7 @@ from modelport.core.events import (
 from modelport.core.types import ChatRequest
 from modelport.protocols.openai.decode import StreamSettings, decode_chat_request
 from modelport.protocols.openai.errors import error_body
+from modelport.protocols.openai.sealed import seal, unseal
 from modelport.protocols.validation import decode_json
 
 _encode = msgspec.json.encode
@@ -63,6 +64,8 @@ class ResponsesOptions(msgspec.Struct, frozen=True):
     text_format: Any = None
     store: bool = True
     previous_response_id: str | None = None
+    # With `include: ["reasoning.encrypted_content"]`: the key reasoning items are sealed with.
+    seal_key: bytes | None = None
 
 
 def _field(value: Any, name: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -105,8 +108,8 @@ def _text_of(content: Any, where: str) -> str | list[dict[str, Any]]:
     return out
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat messages of `input`."""
+def _messages(body: dict[str, Any], seal_key: bytes | None = None) -> list[dict[str, Any]]:
+    """The chat messages of `input` (sealed reasoning opened with `seal_key`)."""
     messages: list[dict[str, Any]] = []
     items = body.get("input")
     if isinstance(items, str):
@@ -159,6 +162,16 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 output = _encode(output).decode()
             messages.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "reasoning":
+            sealed = item.get("encrypted_content")
+            if sealed is not None:
+                opened = unseal(sealed, seal_key) if seal_key is not None else None
+                if opened is None:
+                    raise InvalidRequest(
+                        f"{at}.encrypted_content was not made by this server, or was altered.",
+                        param=at + ".encrypted_content",
+                    )
+                reasoning.append(opened)
+                continue
             for part in item.get("content") or item.get("summary") or []:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     reasoning.append(part["text"])
@@ -237,7 +250,9 @@ def output_as_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def decode_responses_request(
-    raw: dict[str, Any] | bytes, history: list[dict[str, Any]] | None = None
+    raw: dict[str, Any] | bytes,
+    history: list[dict[str, Any]] | None = None,
+    seal_key: bytes | None = None,
 ) -> tuple[ChatRequest, ResponsesOptions, list[dict[str, Any]]]:
     """Validate a Responses API body; raise InvalidRequest naming the field. `history`: the
     chat messages of the stored response `previous_response_id` names (with its answer).
@@ -246,7 +261,7 @@ def decode_responses_request(
     if isinstance(raw, bytes):
         raw = read_request(raw)
     model = raw.get("model")
-    conversation = [*(history or []), *_messages(raw)]
+    conversation = [*(history or []), *_messages(raw, seal_key)]
     messages = list(conversation)
     instructions = raw.get("instructions")
     if instructions is not None:
@@ -296,8 +311,14 @@ def decode_responses_request(
         text_format=fmt,
         store=raw.get("store") is not False,
         previous_response_id=raw.get("previous_response_id"),
+        seal_key=seal_key if _includes_sealed(raw) else None,
     )
     return request, options, conversation
+
+
+def _includes_sealed(raw: dict[str, Any]) -> bool:
+    include = raw.get("include")
+    return isinstance(include, list) and "reasoning.encrypted_content" in include
 
 
 # ---------------------------------------------------------------------------- answers
@@ -350,14 +371,17 @@ def _status(finish_reason: str) -> tuple[str, dict[str, str] | None]:
     return "completed", None
 
 
-def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    return {
+def _reasoning_item(item_id: str, text: str, seal_key: bytes | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {
         "id": item_id,
         "type": "reasoning",
         "summary": [],
         "content": [{"type": "reasoning_text", "text": text}],
         "status": "completed",
     }
+    if seal_key is not None:
+        item["encrypted_content"] = seal(text, seal_key)
+    return item
 
 
 def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
@@ -388,7 +412,7 @@ def encode_response(
     base = response_id.removeprefix("resp_")
     output: list[dict[str, Any]] = []
     if completion.reasoning:
-        output.append(_reasoning_item(f"rs_{base}", completion.reasoning))
+        output.append(_reasoning_item(f"rs_{base}", completion.reasoning, options.seal_key))
     if completion.text:
         output.append(_message_item(f"msg_{base}", completion.text))
     for index, call in enumerate(completion.tool_calls):
@@ -584,7 +608,7 @@ class ResponseStreamEncoder:
                 },
             )
         elif item["type"] == "reasoning":
-            done = _reasoning_item(item["id"], text)
+            done = _reasoning_item(item["id"], text, self._options.seal_key)
             out += self._event(
                 "response.reasoning_text.done",
                 {"item_id": item["id"], "output_index": index, "content_index": 0, "text": text},
