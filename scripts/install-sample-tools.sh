@@ -41,6 +41,13 @@ if [[ "$(node -p "require('$node_dir/node_modules/axios/package.json').version" 
         "axios@$axios_version"
 fi
 
+# The AI SDK (its default OpenAI provider speaks the Responses API), at the versions its
+# package-lock.json pins, for tests/e2e/test_responses_aisdk.py.
+aisdk_dir="$(dirname "$0")/../tests/clients/aisdk"
+if [[ ! -d "$aisdk_dir/node_modules/ai" ]]; then
+    (cd "$aisdk_dir" && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
 echo "go: $(command -v go)"
 echo "php: $(command -v php)"
 echo "ruby: $(command -v ruby)"
