@@ -48,6 +48,13 @@ if [[ ! -d "$aisdk_dir/node_modules/ai" ]]; then
     (cd "$aisdk_dir" && npm ci --ignore-scripts --no-audit --no-fund)
 fi
 
+# OpenAI's Codex CLI (a native binary, about 420 MB), pinned by its package-lock.json, for
+# tests/e2e/test_responses_codex.py.
+codex_dir="$(dirname "$0")/../tests/clients/codex"
+if [[ ! -x "$codex_dir/node_modules/.bin/codex" ]]; then
+    (cd "$codex_dir" && npm ci --no-audit --no-fund)
+fi
+
 echo "go: $(command -v go)"
 echo "php: $(command -v php)"
 echo "ruby: $(command -v ruby)"
