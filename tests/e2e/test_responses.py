@@ -222,3 +222,28 @@ def test_a_stateless_client_gets_its_reasoning_sealed_and_hands_it_back(
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(model=THINKER, input=[items[0], tampered, *items[2:]], store=False)  # type: ignore[list-item]
     assert refused.value.body["param"] == "input[1].encrypted_content"  # type: ignore[index]
+
+
+def test_a_reasoning_summary_asked_for_is_the_thinking_whole_and_streamed(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    """Qwen3 writes no separate summary: asked for one, the thinking is the summary."""
+    upstream.on("SUMMARY", Script(reasoning=["Step one. ", "Step two."], text=["Answer."]))
+    whole = client.responses.create(model=THINKER, input="SUMMARY", reasoning={"summary": "auto"})
+    [item] = [i for i in whole.output if i.type == "reasoning"]
+    assert [part.text for part in item.summary] == ["Step one. Step two."]
+    plain = client.responses.create(model=THINKER, input="SUMMARY")
+    assert next(i for i in plain.output if i.type == "reasoning").summary == []
+    summary = ""
+    names = []
+    with client.responses.stream(
+        model=THINKER, input="SUMMARY", reasoning={"summary": "auto"}
+    ) as stream:
+        for event in stream:
+            names.append(event.type)
+            if event.type == "response.reasoning_summary_text.delta":
+                summary += event.delta
+    assert summary == "Step one. Step two."
+    assert names.index("response.reasoning_summary_part.added") < names.index(
+        "response.reasoning_summary_text.done"
+    )

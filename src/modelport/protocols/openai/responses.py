@@ -66,6 +66,7 @@ class ResponsesOptions(msgspec.Struct, frozen=True):
     previous_response_id: str | None = None
     # With `include: ["reasoning.encrypted_content"]`: the key reasoning items are sealed with.
     seal_key: bytes | None = None
+    reasoning_summary: bool = False  # `reasoning.summary` asked for (auto, concise, detailed)
 
 
 def _field(value: Any, name: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -312,6 +313,8 @@ def decode_responses_request(
         store=raw.get("store") is not False,
         previous_response_id=raw.get("previous_response_id"),
         seal_key=seal_key if _includes_sealed(raw) else None,
+        reasoning_summary=isinstance(reasoning, dict)
+        and reasoning.get("summary") in ("auto", "concise", "detailed"),
     )
     return request, options, conversation
 
@@ -354,7 +357,10 @@ def _frame(response_id: str, created: int, options: ResponsesOptions) -> dict[st
         "tool_choice": options.tool_choice,
         "tools": options.tools,
         "text": {"format": options.text_format or {"type": "text"}},
-        "reasoning": {"effort": options.reasoning_effort, "summary": None},
+        "reasoning": {
+            "effort": options.reasoning_effort,
+            "summary": "auto" if options.reasoning_summary else None,
+        },
         "store": options.store,
         "user": options.user,
         "previous_response_id": options.previous_response_id,
@@ -371,11 +377,15 @@ def _status(finish_reason: str) -> tuple[str, dict[str, str] | None]:
     return "completed", None
 
 
-def _reasoning_item(item_id: str, text: str, seal_key: bytes | None = None) -> dict[str, Any]:
+def _reasoning_item(
+    item_id: str, text: str, seal_key: bytes | None = None, summary: bool = False
+) -> dict[str, Any]:
+    """A reasoning item. Qwen3 models write no separate summary: asked for one
+    (`reasoning.summary`), the thinking itself is the summary, as other gateways give it."""
     item: dict[str, Any] = {
         "id": item_id,
         "type": "reasoning",
-        "summary": [],
+        "summary": [{"type": "summary_text", "text": text}] if summary else [],
         "content": [{"type": "reasoning_text", "text": text}],
         "status": "completed",
     }
@@ -412,7 +422,11 @@ def encode_response(
     base = response_id.removeprefix("resp_")
     output: list[dict[str, Any]] = []
     if completion.reasoning:
-        output.append(_reasoning_item(f"rs_{base}", completion.reasoning, options.seal_key))
+        output.append(
+            _reasoning_item(
+                f"rs_{base}", completion.reasoning, options.seal_key, options.reasoning_summary
+            )
+        )
     if completion.text:
         output.append(_message_item(f"msg_{base}", completion.text))
     for index, call in enumerate(completion.tool_calls):
@@ -561,6 +575,16 @@ class ResponseStreamEncoder:
                 out += self._event(
                     "response.output_item.added", {"output_index": index, "item": item}
                 )
+                if self._options.reasoning_summary:
+                    out += self._event(
+                        "response.reasoning_summary_part.added",
+                        {
+                            "item_id": item["id"],
+                            "output_index": index,
+                            "summary_index": 0,
+                            "part": {"type": "summary_text", "text": ""},
+                        },
+                    )
             self._text = []
         self._text.append(text)
         index = len(self._output)
@@ -575,7 +599,18 @@ class ResponseStreamEncoder:
         }
         if kind == "message":
             payload["logprobs"] = []
-        return out + self._event(name, payload)
+        out += self._event(name, payload)
+        if kind == "reasoning" and self._options.reasoning_summary:
+            out += self._event(
+                "response.reasoning_summary_text.delta",
+                {
+                    "item_id": self._open["id"],
+                    "output_index": index,
+                    "summary_index": 0,
+                    "delta": text,
+                },
+            )
+        return out
 
     def _close(self) -> bytes:
         """The done events of the item being streamed, if any."""
@@ -608,11 +643,20 @@ class ResponseStreamEncoder:
                 },
             )
         elif item["type"] == "reasoning":
-            done = _reasoning_item(item["id"], text, self._options.seal_key)
+            done = _reasoning_item(
+                item["id"], text, self._options.seal_key, self._options.reasoning_summary
+            )
             out += self._event(
                 "response.reasoning_text.done",
                 {"item_id": item["id"], "output_index": index, "content_index": 0, "text": text},
             )
+            if self._options.reasoning_summary:
+                where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+                out += self._event("response.reasoning_summary_text.done", {**where, "text": text})
+                out += self._event(
+                    "response.reasoning_summary_part.done",
+                    {**where, "part": {"type": "summary_text", "text": text}},
+                )
         else:
             done = _call_item(item["id"], item["call_id"], item["name"], text)
             out += self._event(
