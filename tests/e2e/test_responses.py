@@ -247,3 +247,16 @@ def test_a_reasoning_summary_asked_for_is_the_thinking_whole_and_streamed(
     assert names.index("response.reasoning_summary_part.added") < names.index(
         "response.reasoning_summary_text.done"
     )
+
+
+def test_an_answer_cut_at_max_output_tokens_is_incomplete_whole_and_streamed(
+    client: openai.OpenAI, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.on("LONG", Script(text=[f"word{i} " for i in range(200)], finish_reason="length"))
+    whole = client.responses.create(model=THINKER, input="LONG story", max_output_tokens=16)
+    assert whole.status == "incomplete"
+    assert whole.incomplete_details is not None
+    assert whole.incomplete_details.reason == "max_output_tokens"
+    with client.responses.stream(model=THINKER, input="LONG story", max_output_tokens=16) as s:
+        names = [event.type for event in s]
+    assert names[-1] == "response.incomplete"
