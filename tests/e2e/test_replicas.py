@@ -329,6 +329,7 @@ async def stream_chat(
     headers = {"Authorization": f"Bearer {user.secret}"}
     url = server.base_url + "/v1/chat/completions"
     status, request_id, finish, usage = 0, None, None, None
+    arrived: float | None = None  # when the finish and the usage with its cost were both in
     try:
         async with client.stream("POST", url, json=body, headers=headers) as response:
             status = response.status_code
@@ -345,10 +346,14 @@ async def stream_chat(
                     finish = choice.get("finish_reason") or finish
                     if leave_after_first_text and choice["delta"].get("content"):
                         return Answer(200, request_id)  # leaving the block drops the connection
+                if arrived is None and finish and (usage or {}).get("cost") is not None:
+                    arrived = time.monotonic()
     except httpx.TransportError:
         if not may_drop:
             raise
-        return Answer(status, request_id, finish, usage, dropped=True)
+        # A connection that died after the whole answer had arrived (before the response's
+        # last bytes: the end of the chunked body) still gave the client its answer.
+        return Answer(status, request_id, finish, usage, dropped=True, completed_at=arrived)
     return Answer(200, request_id, finish, usage, completed_at=time.monotonic())
 
 
