@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 from tests.e2e.server import RunningServer
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScript
+from tests.support.scripted import scripted_model_config
 
 LOCAL = "local/smollm2-135m-instruct"
 THINKER = "fake/qwen-like"
@@ -31,20 +32,16 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAIUpstream
 ) -> Iterator[RunningServer]:
     data: Path = tmp_path_factory.mktemp("responses")
-    config = data / "modelport.toml"
-    config.write_text(
-        f'[[models]]\nid = "{THINKER}"\nname = "Thinker"\ndescription = "scripted"\n'
-        'context_length = 32768\nthinking = "always"\n'
-        'supported_parameters = ["tools", "tool_choice", "response_format", "reasoning"]\n'
-        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{upstream.base_url}"\n'
-    )
+    config = scripted_model_config(data, upstream.base_url, THINKER, thinking="always")
     with RunningServer(data, config) as running:
         yield running
 
 
 @pytest.fixture
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0)
+def client(server: RunningServer) -> Iterator[openai.OpenAI]:
+    base = server.base_url + "/v1"
+    with openai.OpenAI(base_url=base, api_key=server.admin_key, max_retries=0) as opened:
+        yield opened
 
 
 def test_a_plain_answer_from_the_local_model(client: openai.OpenAI) -> None:
@@ -179,8 +176,9 @@ def test_a_stored_response_is_continued_retrieved_listed_and_deleted(
     # Another account cannot see it.
     other = server.cli("keys", "create", "--name", "stranger", "--json")
     secret = json.loads(other.stdout)["secret"]
-    stranger = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
-    with pytest.raises(openai.NotFoundError):
+    base = server.base_url + "/v1"
+    stranger = openai.OpenAI(base_url=base, api_key=secret, max_retries=0)
+    with stranger, pytest.raises(openai.NotFoundError):
         stranger.responses.retrieve(first.id)
     # A streamed response is stored too; store: false is not.
     with client.responses.stream(model=THINKER, input="RECALL again") as stream:

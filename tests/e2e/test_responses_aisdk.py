@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.server import RunningServer
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScript
+from tests.support.scripted import scripted_model_config
 
 CLIENT = Path(__file__).parents[1] / "clients" / "aisdk"
 MODEL = "fake/responder"
@@ -32,12 +33,7 @@ def server(
     if shutil.which("node") is None or not (CLIENT / "node_modules" / "ai").is_dir():
         pytest.skip("missing node or the AI SDK: run scripts/install-sample-tools.sh")
     data = tmp_path_factory.mktemp("aisdk")
-    config = data / "modelport.toml"
-    config.write_text(
-        f'[[models]]\nid = "{MODEL}"\nname = "Responder"\ndescription = "scripted"\n'
-        'context_length = 32768\nsupported_parameters = ["tools", "tool_choice"]\n'
-        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{upstream.base_url}"\n'
-    )
+    config = scripted_model_config(data, upstream.base_url, MODEL, thinking="none")
     with RunningServer(data, config) as running:
         yield running
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.server import RunningServer
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScript
+from tests.support.scripted import scripted_model_config
 
 CODEX = Path(__file__).parents[1] / "clients" / "codex" / "node_modules" / ".bin" / "codex"
 MODEL = "fake/coder"
@@ -35,13 +36,7 @@ def server(
     if not CODEX.exists():
         pytest.skip("missing the Codex CLI: run scripts/install-sample-tools.sh")
     data = tmp_path_factory.mktemp("codex")
-    config = data / "modelport.toml"
-    config.write_text(
-        f'[[models]]\nid = "{MODEL}"\nname = "Coder"\ndescription = "scripted"\n'
-        'context_length = 65536\nthinking = "always"\n'
-        'supported_parameters = ["tools", "tool_choice", "reasoning"]\n'
-        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{upstream.base_url}"\n'
-    )
+    config = scripted_model_config(data, upstream.base_url, MODEL, thinking="always")
     with RunningServer(data, config) as running:
         yield running
 

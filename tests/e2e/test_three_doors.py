@@ -14,6 +14,7 @@ import openai
 import pytest
 from tests.e2e.server import RunningServer
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script, ToolCallScript
+from tests.support.scripted import scripted_model_config
 
 MODEL = "fake/three-doors"
 TOOLS_OPENAI = [
@@ -54,19 +55,17 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeOpenAIUpstream
 ) -> Iterator[RunningServer]:
     data: Path = tmp_path_factory.mktemp("doors")
-    config = data / "modelport.toml"
-    config.write_text(
-        f'[[models]]\nid = "{MODEL}"\nname = "Doors"\ndescription = "scripted"\n'
-        'context_length = 32768\nthinking = "always"\n'
-        'supported_parameters = ["tools", "tool_choice", "reasoning"]\n'
-        f'[[models.backends]]\nkind = "openai_compat"\nurl = "{upstream.base_url}"\n'
-    )
+    config = scripted_model_config(data, upstream.base_url, MODEL, thinking="always")
     with RunningServer(data, config) as running:
         yield running
 
 
 def via_chat(server: RunningServer, stream: bool) -> dict[str, Any]:
-    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key)
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key) as client:
+        return _chat(client, stream)
+
+
+def _chat(client: openai.OpenAI, stream: bool) -> dict[str, Any]:
     ask: dict[str, Any] = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "WEATHER in Hangzhou?"}],
@@ -98,9 +97,12 @@ def via_chat(server: RunningServer, stream: bool) -> dict[str, Any]:
 
 
 def via_messages(server: RunningServer, stream: bool) -> dict[str, Any]:
-    client = anthropic.Anthropic(
-        base_url=server.base_url + "/api/anthropic", api_key=server.admin_key
-    )
+    base = server.base_url + "/api/anthropic"
+    with anthropic.Anthropic(base_url=base, api_key=server.admin_key) as client:
+        return _messages(client, stream)
+
+
+def _messages(client: anthropic.Anthropic, stream: bool) -> dict[str, Any]:
     ask: dict[str, Any] = {
         "model": MODEL,
         "max_tokens": 1024,
@@ -125,7 +127,11 @@ def via_messages(server: RunningServer, stream: bool) -> dict[str, Any]:
 
 
 def via_responses(server: RunningServer, stream: bool) -> dict[str, Any]:
-    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key)
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key) as client:
+        return _responses(client, stream)
+
+
+def _responses(client: openai.OpenAI, stream: bool) -> dict[str, Any]:
     ask: dict[str, Any] = {
         "model": MODEL,
         "input": "WEATHER in Hangzhou?",
