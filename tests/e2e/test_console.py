@@ -31,6 +31,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield running
 
 
+_OPENED: list[openai.OpenAI] = []
+
+
+def api_for(server: RunningServer, secret: str) -> openai.OpenAI:
+    """An OpenAI SDK client with `secret`, closed after the test."""
+    client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    _OPENED.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def browser(server: RunningServer) -> httpx.Client:
     return httpx.Client(base_url=server.base_url, timeout=60, follow_redirects=False)
 
@@ -86,7 +103,7 @@ def test_sign_up_get_a_key_and_call_the_api_with_it(server: RunningServer) -> No
             "/console/keys", data={"name": "bad", "rpm": "many", "csrf": form_csrf(listed)}
         )
         assert bad.status_code == 400 and "rpm" in bad.text
-    api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+    api = api_for(server, secret)
     answer = api.chat.completions.create(
         model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
     )
@@ -116,7 +133,7 @@ def test_a_revoked_key_stops_working_and_only_its_owner_can_revoke_it(
             f"/console/keys/{key_id.group(1)}/revoke", data={"csrf": form_csrf(page.text)}
         )
         assert stolen.status_code == 404
-        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        api = api_for(server, secret)
         ask = {"model": LOCAL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
         api.chat.completions.create(**ask)  # type: ignore[call-overload]  # still works
         page = bob.get("/console/keys")
@@ -250,7 +267,7 @@ def test_the_usage_page_shows_the_calls_by_day_model_and_key_with_a_chart_and_cs
         empty = client.get("/console/usage")
         assert empty.status_code == 200 and 'id="spend-chart"' in empty.text
         secret = create_key(client, "notebook")
-        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        api = api_for(server, secret)
         for _ in range(2):
             api.chat.completions.create(
                 model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
@@ -437,7 +454,7 @@ def test_an_admin_tops_up_and_disables_a_user_whose_keys_and_sessions_stop_worki
         sign_up(lena, "lena")
         secret = create_key(lena, "work")
         ask = {"model": LOCAL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-        api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
+        api = api_for(server, secret)
         api.chat.completions.create(**ask)  # type: ignore[call-overload]
         assert lena.get("/console/admin/users").status_code == 404  # not for users
         page = admin.get("/console/admin/users", params={"q": "len"})

@@ -83,10 +83,10 @@ def test_sign_up_key_sdk_playground_usage_log_out(server: RunningServer, tmp_pat
     state = tmp_path / "state.json"
     first = run(server, "1", state, "--user", "pw-user")
     secret = first["secret"]
-    api = openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0)
-    answer = api.chat.completions.create(
-        model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
-    )
+    with openai.OpenAI(base_url=server.base_url + "/v1", api_key=secret, max_retries=0) as api:
+        answer = api.chat.completions.create(
+            model=LOCAL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=8
+        )
     assert answer.choices[0].message.content is not None
     # An admin tops the user up (the admin API), and makes a top-up code (the CLI).
     topped = httpx.post(
