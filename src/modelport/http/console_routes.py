@@ -59,6 +59,11 @@ async def current_session(state: AppState, exchange: Exchange) -> Session | None
     return await state.console.session(token)
 
 
+def _query(exchange: Exchange, limit: int = 1024) -> dict[str, str]:
+    """The first value of each field of the address's query (at most `limit` characters)."""
+    return {name: values[0] for name, values in parse_qs(exchange.query[:limit]).items()}
+
+
 async def _form(exchange: Exchange) -> dict[str, str]:
     body = await exchange.body(MAX_FORM_BYTES)
     try:
@@ -327,7 +332,7 @@ async def playground(state: AppState, exchange: Exchange) -> None:
     if session is None:
         return
     models = state.site.models
-    query = {name: values[0] for name, values in parse_qs(exchange.query[:1024]).items()}
+    query = _query(exchange, 1024)
     form: dict[str, str] = {}
     answer: dict[str, Any] | None = None
     error = None
@@ -439,7 +444,7 @@ async def admin_users(state: AppState, exchange: Exchange) -> None:
                 raise InvalidRequest("action must be topup, disable or enable", param="action")
         except ModelportError as refused:
             error, status = refused.message, refused.status
-    query = {name: values[0] for name, values in parse_qs(exchange.query[:512]).items()}
+    query = _query(exchange, 512)
     search = query.get("q", "").strip().lower()[:100]
     users = await _thread(state.store.list_accounts)
     shown = [u for u in users if search in u.name.lower()] if search else users
@@ -582,7 +587,7 @@ async def billing(state: AppState, exchange: Exchange) -> None:
         else:
             account = redemption.account
             message = accounts.cny(redemption.code.amount_nano)
-    query = {name: values[0] for name, values in parse_qs(exchange.query[:256]).items()}
+    query = _query(exchange, 256)
     before = query.get("before", "")
     before_id = int(before) if before.isdigit() and len(before) < 19 else None
     entries = await _thread(
@@ -616,7 +621,7 @@ async def usage(state: AppState, exchange: Exchange, *, csv: bool = False) -> No
     if session is None:
         return
     account = session.account
-    query = {name: values[0] for name, values in parse_qs(exchange.query[:1024]).items()}
+    query = _query(exchange, 1024)
     days = int(query["days"]) if query.get("days") in {str(d) for d in USAGE_DAYS} else 30
     grants = await _thread(state.store.list_grants, account_id=account.id)
     names = {str(grant.key.id): grant.key.name for grant in grants}
