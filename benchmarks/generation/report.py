@@ -23,6 +23,8 @@ PHASES = ("single", "concurrent")
 MB = 1024 * 1024
 # Allowed single-client shortfall of the server's decode rate against bare llama-cpp-python.
 SINGLE_RATE_FLOOR = 0.95
+# Four clients together against one, on the default configuration (issue 17).
+PARALLEL_FLOOR = 1.6
 
 Record = dict[str, Any]
 Figures = dict[str, float | None]
@@ -137,8 +139,8 @@ class Check:
 
 
 def checks(summary: dict[str, Any]) -> list[Check]:
-    """The issue's targets: the server within 5 % of bare for one client; four clients
-    together faster than one."""
+    """The targets: the server within 5 % of bare for one client; four clients together
+    at least 1.6 times one client's rate on the default configuration (issue 17)."""
     return [
         Check(
             "1 client: server decode tok/s ÷ bare",
@@ -149,8 +151,8 @@ def checks(summary: dict[str, Any]) -> list[Check]:
         Check(
             "server: 4-client total decode tok/s ÷ 1-client tok/s",
             summary["scaling"]["server"],
-            1.0,
-            strictly_above=True,
+            PARALLEL_FLOOR,
+            strictly_above=False,
         ),
     ]
 

@@ -56,7 +56,10 @@ def _parse(argv: list[str] | None) -> tuple[Parameters, argparse.Namespace]:
     parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 2)")
     parser.add_argument("--requests", type=int, help="1-client requests per side per round")
     parser.add_argument("--batches", type=int, help="concurrent batches per side per round")
-    parser.add_argument("--clients", type=int, help="concurrent clients = instances (default 4)")
+    parser.add_argument("--clients", type=int, help="concurrent clients (default 4)")
+    parser.add_argument(
+        "--instances", type=int, help="the server's engine instances (default: the machine's)"
+    )
     parser.add_argument("--max-tokens", type=int, help="tokens per answer (default 128)")
     parser.add_argument("--threads", type=int, help="llama.cpp threads per instance (default 1)")
     parser.add_argument("--n-ctx", type=int, help="context per instance (default 2048)")
@@ -64,7 +67,8 @@ def _parse(argv: list[str] | None) -> tuple[Parameters, argparse.Namespace]:
     parser.add_argument("--output", type=Path, help="JSON file (default benchmarks/results/…)")
     args = parser.parse_args(argv)
     params = Parameters.quick() if args.quick else Parameters.default()
-    for name in ("rounds", "requests", "batches", "clients", "max_tokens", "threads", "n_ctx"):
+    names = ("rounds", "requests", "batches", "clients", "instances", "max_tokens", "threads")
+    for name in (*names, "n_ctx"):
         value = getattr(args, name)
         if value is not None:
             params = replace(params, **{name: max(1, value)})
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = write_config(work, params)
         server, key = start_server(work, config)
-        bare = BareProcess(config, request_file, work / "bare.log")
+        bare = BareProcess(config, request_file, work / "bare.log", params.clients)
         session = Session(params, server, key, bare)
         print(f"both sides loaded in {time.monotonic() - clock:.0f} s")
         uvloop.run(_measure(session, failures))

@@ -1,7 +1,8 @@
 """The server side: the real `python -m modelport serve`, one worker, SQLite in a temporary data
 directory, auth on with a key from `python -m modelport keys create`, and the shipped local
-model's backends replaced by one llamacpp backend with the benchmark's instances, threads and
-context (the other shipped models have no backends and load nothing).
+model's backends replaced by one llamacpp backend with the benchmark's threads and context
+(and instances, if given; otherwise the engine's default, sized to the machine). The other
+shipped models have no backends and load nothing.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from benchmarks.targets import ROOT, clean_env, create_key
 
 
 def write_config(work: Path, params: Parameters) -> Path:
-    """The server's configuration file (the bare side reads it too)."""
+    """The server's configuration file (the bare side reads it too). Unless `--instances`
+    says otherwise, the instances are the engine's default: sized to the machine, as a fresh
+    install serves (fewer instances than clients: the rest wait in the queue)."""
     path = work / "modelport-generation.toml"
+    instances = "" if params.instances is None else f"  instances = {params.instances}\n"
     path.write_text(
         f'[[models]]\nid = "{MODEL_ID}"\n\n'
         "  [[models.backends]]\n"
         '  kind = "llamacpp"\n'
         f'  path = "{MODEL_PATH}"\n'
-        f"  instances = {params.clients}\n"
+        f"{instances}"
         f"  n_threads = {params.threads}\n"
         f"  n_ctx = {params.n_ctx}\n"
-        # Every client of a batch gets an instance; nothing waits in the queue.
+        # Every client of a batch gets a place; nothing is refused.
         f"  max_queue = {params.clients}\n"
     )
     return path

@@ -25,6 +25,8 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from modelport.backends.generic_tools import generic_messages
+from modelport.backends.prompt_literals import Literals
 from modelport.core.catalog import ConfigError
 from modelport.core.errors import InvalidRequest
 from modelport.core.types import ChatRequest
@@ -106,20 +108,35 @@ class ChatTemplate:
             or ("eos_token" in names and eos_token is None)
         )
 
-    def render(self, request: ChatRequest, *, defaults: dict[str, Any] | None = None) -> str:
+    def render(
+        self,
+        request: ChatRequest,
+        *,
+        defaults: dict[str, Any] | None = None,
+        generic_tools: bool = False,
+        literals: Literals | None = None,
+    ) -> str:
         """The prompt for `request`, ending with the assistant's generation prompt.
 
         `defaults` are template variables the engine chooses (e.g. `enable_thinking`);
         `request.chat_template_kwargs` overrides them; the core variables override both.
+        `generic_tools`: the template knows no tools; the tools, calls and results are
+        written into the messages (`generic_tools.py`). `literals`: the client's strings
+        have their control-token strings swapped for markers (`prompt_literals.py`), so the
+        prompt holds the template's control tokens only.
         Raises InvalidRequest when the template cannot render the conversation.
         """
         variables: dict[str, Any] = dict(defaults or {})
         variables.update(request.chat_template_kwargs or {})
-        return self.apply(
-            openai_messages(request.messages, for_template=True),
-            tools=template_tools(request),
-            variables=variables,
-        )
+        messages = openai_messages(request.messages, for_template=True)
+        tools = template_tools(request)
+        if generic_tools:
+            messages, tools = generic_messages(messages, tools), None
+        if literals is not None:
+            messages = literals.protect(messages)
+            tools = literals.protect(tools)
+            variables = literals.protect(variables)
+        return self.apply(messages, tools=tools, variables=variables)
 
     def apply(
         self,

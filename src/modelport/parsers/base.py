@@ -65,7 +65,10 @@ class ContentParser(Protocol):
 
     def feed(self, text: str) -> list[Piece]: ...
 
-    def finish(self) -> list[Piece]: ...
+    def finish(self, *, cut: bool = False) -> list[Piece]:
+        """The rest. `cut`: the output was cut off (max_tokens), so text held back because it
+        may begin a call is the start of a call, and is dropped rather than shown."""
+        ...
 
 
 def longest_partial_suffix(text: str, marker: str) -> int:

@@ -143,7 +143,7 @@ class Qwen3OutputParser:
                 self._malformed.append(problem)
         pieces = self._route(self._think.finish())
         if self._content is not None:
-            pieces += self._content.finish()
+            pieces += self._content.finish(cut=cut)
         events = self._events(pieces)
         summary = Qwen3Summary(
             saw_tool_calls=self._saw_tool_calls,

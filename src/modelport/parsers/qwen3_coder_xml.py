@@ -146,8 +146,11 @@ class Qwen3CoderXmlToolParser:
             pass
         return self._drain()
 
-    def finish(self) -> list[Piece]:
+    def finish(self, *, cut: bool = False) -> list[Piece]:
         rest = self._buf
+        held = longest_partial_suffix(rest, TOOL_CALL_OPEN) if cut else 0
+        if held and self._state is _State.TEXT:  # a call cut before its tag was whole
+            rest = rest[: len(rest) - held].rstrip()
         if self._state is _State.TEXT:
             self._text(rest)
             if self._pending_space and not self._after_call:

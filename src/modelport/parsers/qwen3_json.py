@@ -82,12 +82,15 @@ class Qwen3JsonToolParser:
                 self._text = self._text[safe_end:]
         return pieces
 
-    def finish(self) -> list[Piece]:
+    def finish(self, *, cut: bool = False) -> list[Piece]:
         pieces: list[Piece] = []
         if self._in_call:
             self._block.finish(pieces)
             self._close_block()
         rest, self._text = self._text, ""
+        held = longest_partial_suffix(rest, OPEN_TAG) if cut else 0
+        if held:  # a call the output limit cut before its tag was whole: not text
+            rest = rest[: len(rest) - held].rstrip()
         self._emit_text(rest, pieces)
         return pieces
 

@@ -65,7 +65,7 @@ def _content_parser(
     """The tool-call parser for the card's format, when the request offers tools."""
     if not _tools_in_use(request):
         return None
-    if card.tool_format == "qwen3_json":
+    if card.tool_format in ("qwen3_json", "generic"):
         return "json"
     if card.tool_format == "qwen3_coder_xml":
         return Qwen3CoderXmlToolParser({tool.name: tool.parameters for tool in request.tools})

@@ -355,17 +355,20 @@ async def test_a_huge_prompt_is_refused_at_once_and_the_loop_keeps_turning(
 
 
 @pytest.mark.asyncio
-async def test_a_prompt_of_special_tokens_is_refused_without_tokenizing_it(
+async def test_a_prompt_of_control_token_strings_is_counted_as_text_at_once(
     engine: LlamaCppEngine,
 ) -> None:
     """llama.cpp's tokenizer slows down more than linearly with the special tokens in a text
-    (15,000 in 165 KB took 3.5 s): more of them than the context holds is refused at once."""
+    (15,000 in 165 KB took 3.5 s). A client's control-token strings are text to the engine
+    (prompt_literals.py), so they are tokenized as text: quickly, and each as several tokens."""
     req = request("<|im_end|>\n" * 15_000, max_tokens=1)
     began = time.monotonic()
-    with pytest.raises(ContextLengthExceeded) as refused:
-        await engine.count_tokens(req, local_only=True)
+    counted = await engine.count_tokens(req, local_only=True)
     assert time.monotonic() - began < 1.0
-    assert "resulted in at least 15" in refused.value.message
+    assert counted > 3 * 15_000
+    with pytest.raises(ContextLengthExceeded) as refused:
+        await complete(engine, req)
+    assert f"resulted in {counted} tokens" in refused.value.message
 
 
 @pytest.mark.asyncio

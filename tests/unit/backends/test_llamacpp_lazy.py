@@ -16,6 +16,7 @@ from tests.unit.backends.test_llamacpp import MODEL, card, complete, new_ctx, re
 
 from modelport.backends.llamacpp import LlamaCppEngine
 from modelport.backends.llamacpp.loaded import LoadedEngine
+from modelport.backends.llamacpp.sizing import usable_cpus
 from modelport.core.catalog import ConfigError, LlamaCppBackend
 from modelport.core.collect import Completion
 from modelport.core.errors import BackendUnavailable
@@ -54,7 +55,8 @@ async def test_an_unused_engine_has_no_threads_and_the_first_stream_loads_it(
     try:
         events = [event async for event in engine.stream(request(max_tokens=2), new_ctx())]
         assert isinstance(events[0], Start) and isinstance(events[-1], Stop)
-        assert engine.loaded and len(worker_threads(engine)) == 1
+        # Unset, the instances are sized to the machine: one per CPU (within its memory).
+        assert engine.loaded and len(worker_threads(engine)) == usable_cpus()
         await complete(engine, request(max_tokens=1))
         assert len(loads) == 1
     finally:

@@ -10,6 +10,7 @@ import pytest
 
 from modelport.core.catalog import (
     ConfigError,
+    DefaultParameters,
     LlamaCppBackend,
     OpenAICompatBackend,
     build_catalog,
@@ -134,7 +135,11 @@ def test_default_sampling_fills_only_unset_values_for_the_mode_in_use() -> None:
     assert with_default_sampling(hybrid, off).sampling.top_p == 0.8
     disabled = msgspec.structs.replace(request, reasoning=Reasoning(enabled=False))
     assert with_default_sampling(hybrid, disabled).sampling.top_p == 0.8
-    # A model that always thinks ignores "off"; a model without defaults is left alone.
+    # A model that always thinks ignores "off"; the local card's defaults fill only what is
+    # unset; a model without defaults is left alone.
     assert with_default_sampling(thinking_only, off).sampling.top_p == 0.95
-    assert with_default_sampling(local, request) is request
+    local_filled = with_default_sampling(local, request).sampling
+    assert (local_filled.temperature, local_filled.top_p) == (0.2, 0.9)
+    bare = msgspec.structs.replace(local, default_parameters=DefaultParameters())
+    assert with_default_sampling(bare, request) is request
     assert hybrid.thinks(Reasoning()) and not hybrid.thinks(Reasoning(effort="none"))

@@ -213,7 +213,8 @@ def test_single_mode_models_show_their_one_default() -> None:
     thinker = rows(CATALOG.get("qwen/qwen3-235b-a22b-thinking-2507"))  # type: ignore[arg-type]
     assert thinker["temperature"].default == "0.6"
     local = rows(CATALOG.get("local/smollm2-135m-instruct"))  # type: ignore[arg-type]
-    assert local["temperature"].default == "1"
+    assert local["temperature"].default == "0.2"  # Hugging Face's recommendation for SmolLM2
+    assert local["top_p"].default == "0.9"
 
 
 def test_a_mode_without_its_own_value_falls_back_to_the_engines() -> None:

@@ -54,7 +54,7 @@ class LlamaCppEngine:
     """A local GGUF model served by llama.cpp worker threads, loaded on first use."""
 
     def __init__(self, config: LlamaCppBackend, card: ModelCard, *, default_threads: int) -> None:
-        if config.instances < 1:
+        if config.instances is not None and config.instances < 1:
             raise ValueError("instances must be >= 1")
         self.config = config
         self.card = card
@@ -70,6 +70,12 @@ class LlamaCppEngine:
     def loaded(self) -> bool:
         """Whether the model is loaded (its worker threads running)."""
         return self._loaded is not None
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for an instance (0 while the model is not loaded)."""
+        loaded = self._loaded
+        return 0 if loaded is None else loaded.waiting
 
     @property
     def n_ctx(self) -> int:

@@ -131,22 +131,26 @@ _SCHEMA_VALUES = frozenset({"items", "additionalProperties"})
 _SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
 
 
-def loosened(schema: Any) -> Any:
+_COUNTS = frozenset({"minLength", "maxLength", "minItems", "maxItems"})
+
+
+def loosened(schema: Any, *, counts: bool = False) -> Any:
     """`schema` without the assertions a grammar cannot enforce (bounds, `not`, conditionals,
-    …, and string formats and patterns): it admits every value `schema` admits, and more.
-    For shaping output that is checked against the real schema afterwards (tool arguments)."""
+    …, and string formats and patterns), and `counts`, without length and item counts too: it
+    admits every value `schema` admits, and more. For shaping output that is checked against
+    the real schema afterwards (tool arguments)."""
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in _UNENFORCEABLE or key in ("pattern", "format"):
+        if key in _UNENFORCEABLE or key in ("pattern", "format") or (counts and key in _COUNTS):
             continue
         if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: loosened(sub) for name, sub in value.items()}
+            out[key] = {name: loosened(sub, counts=counts) for name, sub in value.items()}
         elif key in _SCHEMA_VALUES:
-            out[key] = loosened(value)
+            out[key] = loosened(value, counts=counts)
         elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [loosened(sub) for sub in value]
+            out[key] = [loosened(sub, counts=counts) for sub in value]
         else:
             out[key] = value  # enum and const values, type, required, …
     return out

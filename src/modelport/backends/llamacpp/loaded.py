@@ -21,7 +21,9 @@ this module only when it loads the model.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -30,11 +32,11 @@ from modelport.backends.llamacpp.dispatch import Dispatcher
 from modelport.backends.llamacpp.model_file import read_train_context, resolve_model_path
 from modelport.backends.llamacpp.prepare import Preparer
 from modelport.backends.llamacpp.sampling import plan_sampling
+from modelport.backends.llamacpp.sizing import load_spec, machine_instances
 from modelport.backends.llamacpp.worker import (
     Done,
     Failed,
     Job,
-    LoadSpec,
     ModelInfo,
     Piece,
     Ready,
@@ -47,6 +49,8 @@ from modelport.core.events import Error, Event, Logprobs, Start, Stop, TextDelta
 from modelport.core.reasoning import thinking_budget
 from modelport.core.types import ChatRequest
 from modelport.parsers.relay import ParsedRelay, output_parser_for
+
+log = logging.getLogger(__name__)
 
 # How long a client told "overloaded" should wait: a short generation on a small model.
 RETRY_AFTER_S = 3.0
@@ -76,21 +80,21 @@ class LoadedEngine:
         self._workers = workers
         self._prep = preparer
 
+    @property
+    def waiting(self) -> int:
+        """Jobs in the queue, waiting for an instance."""
+        return self._dispatcher.waiting
+
     @classmethod
     async def load(
         cls, config: LlamaCppBackend, card: ModelCard, *, name: str, threads: int
     ) -> LoadedEngine:
         """Load every instance, each in its own thread; `ConfigError` if the model is unusable
         (with every thread stopped again)."""
+        began = time.perf_counter()
         path = await asyncio.to_thread(resolve_model_path, config.path)
         trained = await asyncio.to_thread(read_train_context, path)
-        limit = config.n_ctx or trained or card.context_length
-        spec = LoadSpec(
-            path=path,
-            n_ctx=min(card.context_length, limit),
-            n_threads=threads,
-            chat_template=config.chat_template,
-        )
+        spec = load_spec(config, card, path=path, trained=trained, threads=threads)
         stopping = threading.Event()
 
         def at_capacity(waiting: int) -> Overloaded:
@@ -101,21 +105,33 @@ class LoadedEngine:
             )
 
         dispatcher = Dispatcher[Job](config.max_queue, overloaded=at_capacity)
-        workers = [
-            Worker(spec, dispatcher, stopping, name=f"{name}#{i}") for i in range(config.instances)
-        ]
-        for worker in workers:
-            worker.start()
-        # Wait for every instance, failed or not, so that none is left loading behind us.
-        results = await asyncio.gather(
-            *(asyncio.wrap_future(worker.loaded) for worker in workers), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                await _stop(stopping, dispatcher, workers)
-                raise result
-        info = results[0]
-        assert isinstance(info, ModelInfo)
+        workers: list[Worker] = []
+
+        async def start(count: int) -> ModelInfo:
+            # Wait for every instance, failed or not, so that none is left loading behind us.
+            new = [
+                Worker(spec, dispatcher, stopping, name=f"{name}#{len(workers) + i}")
+                for i in range(count)
+            ]
+            workers.extend(new)
+            for worker in new:
+                worker.start()
+            results = await asyncio.gather(
+                *(asyncio.wrap_future(worker.loaded) for worker in new), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    await _stop(stopping, dispatcher, workers)
+                    raise result
+            info = results[0]
+            assert isinstance(info, ModelInfo)
+            return info
+
+        # The first instance says what one costs; the machine says how many fit (engine.py).
+        info = await start(1)
+        count = config.instances or machine_instances(threads, info.instance_bytes)
+        if count > 1:
+            await start(count - 1)
         preparer = Preparer(path, info, card, name=name)
         try:
             await preparer.start()
@@ -123,6 +139,16 @@ class LoadedEngine:
             await preparer.aclose()
             await _stop(stopping, dispatcher, workers)
             raise
+        log.info(
+            "loaded the local model of %s in %.1f s: %d instance(s) of %d thread(s), "
+            "a context of %d tokens%s",
+            card.id,
+            time.perf_counter() - began,
+            count,
+            threads,
+            info.n_ctx,
+            f" ({spec.extension} from {spec.trained})" if spec.extension != "none" else "",
+        )
         return cls(
             config,
             card,

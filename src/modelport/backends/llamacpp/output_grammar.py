@@ -28,6 +28,7 @@ second grammar for the answer alone. Pure: builds GBNF text; no model needed.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import dataclass
@@ -69,9 +70,11 @@ def output_grammar(
     forced = _forced_tools(request, tool_format)
     if forced:
         answer, param = (
-            _tool_calls(request, forced, tool_format, single=not request.parallel_tool_calls),
+            _tool_calls(request, forced, tool_format, single=_single_call(request, tool_format)),
             "tools",
         )
+    elif _generic_auto(request, tool_format):
+        answer, param = _calls_or_text(request), "tools"
     else:
         plain = grammar_for(request.response_format)
         if plain is None:
@@ -111,15 +114,21 @@ def grammar_key(
     msgspec writes them; key order kept, since the grammar writes properties in the order
     the schema lists them): equal keys, equal grammars. None when nothing is constrained."""
     forced = _forced_tools(request, tool_format)
+    if not forced and _generic_auto(request, tool_format):
+        forced = list(request.tools)
     if forced:
         offered = {id(tool): index for index, tool in enumerate(request.tools)}
         inputs: tuple[Any, ...] = (
             "tools",
             tool_format,
+            request.tool_choice.mode,
             thinking,
             request.parallel_tool_calls,
             [(offered[id(tool)], tool.name, tool.parameters) for tool in forced],
         )
+        if request.tool_choice.mode == "auto":  # the text branch may be response_format's
+            response_format = request.response_format
+            inputs += (response_format.type, response_format.schema)
     elif request.response_format.type == "text":
         return None
     else:
@@ -144,41 +153,95 @@ def _forced_tools(request: ChatRequest, tool_format: ToolFormat) -> list[Tool]:
     return list(request.tools)
 
 
+def _single_call(request: ChatRequest, tool_format: ToolFormat) -> bool:
+    """Whether the answer holds one call at most. Always on the generic format: a model that
+    was not trained to call tools, allowed several, repeats its first call until the output
+    limit (SmolLM2 did at every prompt tried), so it writes one per turn and the client
+    sends the next turn; parallel_tool_calls permits several calls, it never requires them."""
+    return tool_format == "generic" or not request.parallel_tool_calls
+
+
+def _generic_auto(request: ChatRequest, tool_format: ToolFormat) -> bool:
+    """Tools offered with "auto" on the generic format: calls are written under a grammar
+    too, since a template-less model has not learnt the format well enough to be left free."""
+    return tool_format == "generic" and bool(request.tools) and request.tool_choice.mode == "auto"
+
+
+def _calls_or_text(request: ChatRequest) -> str:
+    """`answer` for "auto" on the generic format: calls to any offered tool, or an answer
+    that is not a call (the response_format's, or any text without `<tool_call>`)."""
+    single = _single_call(request, "generic")
+    calls = _tool_calls(request, list(request.tools), "generic", single=single, rule="calls")
+    plain = grammar_for(request.response_format)
+    if plain is not None:
+        text = _renamed(plain, "fmt-") + "\ntext ::= fmt-root"
+    else:
+        text = _text_without("<tool_call>", "text")
+    return "\n".join([calls, text, "answer ::= calls | text"])
+
+
 # ---------------------------------------------------------------------------- tool calls
 
 
 def _tool_calls(
-    request: ChatRequest, tools: list[Tool], tool_format: ToolFormat, *, single: bool
+    request: ChatRequest,
+    tools: list[Tool],
+    tool_format: ToolFormat,
+    *,
+    single: bool,
+    rule: str = "answer",
 ) -> str:
     # The tools' schemas share one budget (schema_bounds.py): the grammar holds them all.
     budget = SchemaBudget()
     offered = {id(tool): index for index, tool in enumerate(request.tools)}
+    shapes: list[Any] = []
     for tool in tools:
         index = offered[id(tool)]
-        budget.check(
-            tool.parameters,
-            param=f"tools[{index}].function.parameters",
-            subject=f"tools[{index}] ({tool.name!r}) parameters",
-        )
+        param = f"tools[{index}].function.parameters"
+        subject = f"tools[{index}] ({tool.name!r}) parameters"
+        if tool_format == "generic":
+            budget, shape = _within_budget(budget, tool.parameters, param, subject)
+            shapes.append(shape)
+        else:
+            budget.check(tool.parameters, param=param, subject=subject)
+            shapes.append(tool.parameters)
     rules: list[str] = []
     names: list[str] = []
-    for number, tool in enumerate(tools):
+    for number, (tool, shape) in enumerate(zip(tools, shapes, strict=True)):
         name = f"call{number}"
         if tool_format == "qwen3_coder_xml":
             rules.append(_xml_call(tool, name))
         else:
-            rules.append(_json_call(tool, name))
+            rules.append(_json_call(tool, name, shape))
         names.append(name)
     rules.append("call ::= " + " | ".join(names))
-    rules.append("answer ::= call" if single else 'answer ::= call ("\\n" call)*')
+    rules.append(f"{rule} ::= call" if single else f'{rule} ::= call ("\\n" call)*')
     return "\n".join(rules)
 
 
-def _json_call(tool: Tool, name: str) -> str:
+def _within_budget(
+    budget: SchemaBudget, schema: Any, param: str, subject: str
+) -> tuple[SchemaBudget, Any]:
+    """The budget after `schema`, and the schema the grammar shapes the call by: `schema`
+    itself, or, when it asks for more than the bounds allow, its loosened forms (without
+    patterns and formats, then without lengths and counts), or failing that any JSON
+    object. For the generic format, whose tools come from agents with schemas written for
+    large models (Claude Code's include a `maxLength` of 524,288): one tool's bounds must not
+    refuse the whole request. The parsers still check each call against the real schema."""
+    for shape in (schema, loosened(schema), loosened(schema, counts=True)):
+        trial = copy.copy(budget)
+        try:
+            trial.check(shape, param=param, subject=subject)
+        except InvalidRequest:
+            continue
+        return trial, shape
+    return budget, {"type": "object"}
+
+
+def _json_call(tool: Tool, name: str, shape: Any = None) -> str:
     head = '<tool_call>\n{"name": ' + json.dumps(tool.name, ensure_ascii=False) + ', "arguments": '
-    arguments = _json_rules(
-        tool.parameters or {"type": "object"}, f"{name}-args-", object_only=True
-    )
+    schema = tool.parameters if shape is None else shape
+    arguments = _json_rules(schema or {"type": "object"}, f"{name}-args-", object_only=True)
     tail = _literal("}\n</tool_call>")
     return f"{arguments}\n{name} ::= {_literal(head)} {name}-args-root {tail}"
 

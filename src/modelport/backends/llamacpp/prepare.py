@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from modelport.backends.llamacpp.logprobs import MAX_TOP
 from modelport.backends.llamacpp.output_grammar import OutputGrammar, grammar_key, output_grammar
 from modelport.backends.llamacpp.worker import ModelInfo, VocabCounter
+from modelport.backends.prompt_literals import LiteralGuard, Literals, PromptTooLong
 from modelport.core.catalog import ModelCard
 from modelport.core.errors import BackendUnavailable, ContextLengthExceeded, InvalidRequest
 from modelport.core.types import ChatRequest, ImagePart
@@ -58,6 +59,19 @@ GRAMMAR_CACHE_BYTES = 32 * 1024 * 1024
 TOKENS_KEPT = 8
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A rendered prompt: `marked` as the template wrote it (the client's control-token
+    strings as markers), `text` with them put back."""
+
+    marked: str
+    literals: Literals
+
+    @property
+    def text(self) -> str:
+        return self.literals.restore(self.marked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +112,14 @@ class Preparer:
         self._counters: list[VocabCounter] = []
         self._grammars: OrderedDict[bytes, Future[OutputGrammar]] = OrderedDict()
         self._grammar_bytes = 0
-        self._tokens: OrderedDict[str, list[int]] = OrderedDict()
+        self._tokens: OrderedDict[tuple[str, tuple[str, ...]], list[int]] = OrderedDict()
         self._closed = False
         # Set by start(): the most bytes one token stands for, and so the longest prompt
         # worth tokenizing; the special tokens' texts (see `VocabCounter.vocabulary_bounds`).
         self.longest_token = 0
         self._specials: list[tuple[str, int]] = []
+        self._guard = LiteralGuard((), ())
+        self._generic_tools = card.tool_format == "generic"
 
     async def start(self) -> None:
         """Load the first tokenizer and read the vocabulary's bounds."""
@@ -147,20 +163,33 @@ class Preparer:
 
     def render(self, request: ChatRequest, template_defaults: dict[str, Any]) -> str:
         """The prompt text the engine tokenizes for `request`."""
-        return self._rendered(request, template_defaults, bounded=False)
+        return self._rendered(request, template_defaults, bounded=False).text
 
     def _rendered(
         self, request: ChatRequest, template_defaults: dict[str, Any], *, bounded: bool = True
-    ) -> str:
+    ) -> Rendered:
         info = self._info
-        prompt = info.template.render(request, defaults=template_defaults)
+        # The client's text alone (read as it is protected) may show the prompt cannot fit.
+        literals = self._guard.literals(self._longest_prompt if bounded else None)
+        try:
+            prompt = info.template.render(
+                request,
+                defaults=template_defaults,
+                generic_tools=self._generic_tools,
+                literals=literals,
+            )
+        except PromptTooLong as exc:
+            at_least = exc.characters // self.longest_token
+            raise _too_long(info.n_ctx, at_least, at_least=True) from None
+        except ValueError as exc:  # more distinct control-token strings than markers
+            raise InvalidRequest(f"messages: {exc}", param="messages") from None
         if not info.nfc:
-            return prompt
+            return Rendered(prompt, literals)
         # NFC (one C call, holding the interpreter's lock) only on text that may fit: it
         # composes at most four code points into one.
         if bounded and len(prompt) > 4 * self._longest_prompt:
             raise _too_long(info.n_ctx, len(prompt) // (4 * self.longest_token), at_least=True)
-        return unicodedata.normalize("NFC", prompt)
+        return Rendered(unicodedata.normalize("NFC", prompt), literals)
 
     @property
     def _longest_prompt(self) -> int:
@@ -169,35 +198,41 @@ class Preparer:
 
     def _prepare(self, request: ChatRequest, template_defaults: dict[str, Any]) -> Prepared:
         check_request(request)
-        prompt = self._rendered(request, template_defaults)
-        tokens = self._prompt_tokens(prompt)
-        starts_thinking = prompt.rstrip().endswith("<think>")
+        rendered = self._rendered(request, template_defaults)
+        tokens = self._prompt_tokens(rendered)
+        prompt = rendered.text
+        starts_thinking = rendered.marked.rstrip().endswith("<think>")
         mode = think_mode(self._card, request, preopened=starts_thinking)
         grammar = self._grammar(request, mode)
         return Prepared(prompt, tokens, grammar, starts_thinking)
 
     def _count(self, request: ChatRequest, template_defaults: dict[str, Any]) -> int:
         check_request(request)
-        prompt = self._rendered(request, template_defaults)
-        return len(self._prompt_tokens(prompt, refuse_what_cannot_fit=False))
+        rendered = self._rendered(request, template_defaults)
+        return len(self._prompt_tokens(rendered, refuse_what_cannot_fit=False))
 
     def _count_text(self, text: str) -> int:
         with self._counter() as counter:
             return counter.count_text(text)
 
-    def _prompt_tokens(self, prompt: str, *, refuse_what_cannot_fit: bool = True) -> list[int]:
+    def _prompt_tokens(
+        self, rendered: Rendered, *, refuse_what_cannot_fit: bool = True
+    ) -> list[int]:
         """The prompt's tokens; `ContextLengthExceeded` for a prompt too long to tokenize
         (see the module's docstring) and, `refuse_what_cannot_fit`, for one counted at the
         context's size or more (a count is exact however large: admission refuses it)."""
         n_ctx = self._info.n_ctx
+        prompt, table = rendered.marked, rendered.literals.table
         # No token stands for more than `longest_token` bytes, and a character is at least
         # a byte: this refuses only prompts that cannot fit, without tokenizing them.
-        if len(prompt) > self._longest_prompt:
-            raise _too_long(n_ctx, len(prompt) // self.longest_token, at_least=True)
+        size = len(rendered.text) if table else len(prompt)
+        if size > self._longest_prompt:
+            raise _too_long(n_ctx, size // self.longest_token, at_least=True)
+        key = (prompt, tuple(table.values()))
         with self._lock:
-            tokens = self._tokens.get(prompt)
+            tokens = self._tokens.get(key)
             if tokens is not None:
-                self._tokens.move_to_end(prompt)
+                self._tokens.move_to_end(key)
         if tokens is None:
             # llama.cpp takes time growing faster than linearly with the special tokens in a
             # text (9.6 s for 32,000 in 650 KB, against 0.5 s for the same text read plainly):
@@ -207,9 +242,13 @@ class Preparer:
                 if floor >= n_ctx:
                     raise _too_long(n_ctx, floor, at_least=True)
             with self._counter() as counter:
-                tokens = counter.tokens(prompt)
+                if table:
+                    pieces = rendered.literals.pieces(prompt, self._guard.split)
+                    tokens = counter.piece_tokens(pieces)
+                else:
+                    tokens = counter.tokens(prompt)
             with self._lock:
-                self._tokens[prompt] = tokens
+                self._tokens[key] = tokens
                 while len(self._tokens) > TOKENS_KEPT:
                     self._tokens.popitem(last=False)
         if refuse_what_cannot_fit and len(tokens) >= n_ctx:
@@ -290,8 +329,9 @@ class Preparer:
 
     def _measure(self) -> None:
         with self._counter() as counter:
-            longest, self._specials = counter.vocabulary_bounds()
+            longest, self._specials, control = counter.vocabulary_bounds()
         self.longest_token = max(longest, 1)
+        self._guard = LiteralGuard(control, (text for text, _ in self._specials))
 
 
 def _entry_size(key: bytes, built: Future[OutputGrammar]) -> int:

@@ -55,7 +55,12 @@ _NFC_PRETOKENIZERS = frozenset({"qwen2"})
 
 # Prompt tokens evaluated at a time: a cancelled job stops at the next chunk (about half a
 # second on SmolLM2 with one thread). Measured: no slower than llama-cpp-python's 512.
+# Chunks start at multiples of EVAL_CHUNK, whatever the KV cache holds: see `_evaluate_prompt`.
 EVAL_CHUNK = 64
+
+
+# llama.cpp's rope scaling types (llama.h: LLAMA_ROPE_SCALING_TYPE_*).
+_ROPE_SCALING = {"linear": 1, "yarn": 2}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,26 @@ class LoadSpec:
     n_ctx: int
     n_threads: int
     chat_template: str | None  # overrides the GGUF's own
+    extension: str = "none"  # "yarn" or "linear": RoPE scaling from `trained` to `n_ctx`
+    trained: int = 0  # the context the model was trained with
+    n_batch: int = 512
+    n_threads_batch: int = 0  # 0: n_threads
+
+    def llama_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "n_threads_batch": self.n_threads_batch or self.n_threads,
+            "n_batch": self.n_batch,
+            "n_ubatch": self.n_batch,
+        }
+        if self.extension in _ROPE_SCALING and self.n_ctx > self.trained > 0:
+            kwargs.update(
+                rope_scaling_type=_ROPE_SCALING[self.extension],
+                rope_freq_scale=self.trained / self.n_ctx,
+                yarn_orig_ctx=self.trained,
+            )
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,9 @@ class ModelInfo:
     think_open: int | None = None
     think_close: int | None = None
     think_close_text: tuple[int, ...] = ()
+    # What one more instance costs: its KV cache at n_ctx (f16 keys and values), plus a
+    # tenth for buffers.
+    instance_bytes: int = 0
 
 
 # Messages from a worker to the stream that submitted the job, in this order:
@@ -131,6 +159,21 @@ class Job:
         return self.cancel.is_set()
 
 
+def _instance_bytes(metadata: dict[str, str], n_ctx: int) -> int:
+    """An instance's KV cache and buffers, from the GGUF's hyperparameters (0: unknown)."""
+    arch = metadata.get("general.architecture", "")
+    try:
+        layers = int(metadata[f"{arch}.block_count"])
+        embedding = int(metadata[f"{arch}.embedding_length"])
+        heads = int(metadata[f"{arch}.attention.head_count"])
+        kv_heads = int(metadata.get(f"{arch}.attention.head_count_kv", heads))
+        head_size = int(metadata.get(f"{arch}.attention.key_length", embedding // heads))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return 0
+    kv = n_ctx * layers * 2 * kv_heads * head_size * 2
+    return kv + kv // 10
+
+
 def token_bytes(vocab: Any, token: int, *, special: bool) -> bytes:
     # Llama.detokenize uses a fixed 32-byte buffer and mangles longer pieces; size it here.
     size = 64
@@ -162,6 +205,14 @@ class Worker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._pieces: dict[int, bytes] = {}
         self._labels: dict[int, bytes] = {}
+        # How many leading positions of the KV cache hold what evaluating them as a prompt
+        # from scratch would (whole EVAL_CHUNK chunks of a prompt; never generated tokens).
+        self._canonical = 0
+        # The last prompt evaluated in full, and the logits of its last token: the same prompt
+        # again (a retry, another sample) reuses all of it, since every one of its positions
+        # was computed as a cold evaluation computes them.
+        self._last_prompt: list[int] = []
+        self._prompt_logits: npt.NDArray[np.float32] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -196,13 +247,8 @@ class Worker:
         spec = self._spec
         try:
             with _LOAD_LOCK:
-                llm = llama_cpp.Llama(
-                    model_path=str(spec.path),
-                    n_ctx=spec.n_ctx,
-                    n_threads=spec.n_threads,
-                    n_threads_batch=spec.n_threads,
-                    verbose=False,
-                )
+                kwargs = spec.llama_kwargs()
+                llm = llama_cpp.Llama(model_path=str(spec.path), verbose=False, **kwargs)
         except (ValueError, RuntimeError) as exc:
             raise ConfigError(f"llama.cpp cannot load {str(spec.path)!r}: {exc}") from None
         try:
@@ -235,6 +281,7 @@ class Worker:
                 think_open=think_open if close_text else None,
                 think_close=think_close if close_text else None,
                 think_close_text=close_text,
+                instance_bytes=_instance_bytes(llm.metadata, spec.n_ctx),
             )
         except BaseException:
             llm.close()
@@ -296,7 +343,7 @@ class Worker:
         cached = self._reusable_prefix(llm, tokens)
 
         job.emit(Ready(n_prompt, cached))
-        if not self._evaluate_prompt(llm, tokens, job):
+        if not self._evaluate_prompt(llm, tokens, job, cached):
             return self._cancelled(llm, tokens, job)
         llm.set_seed(plan.seed)
         processors = logits_processors(plan)
@@ -355,7 +402,9 @@ class Worker:
                     break
         finally:
             tokens_out.close()
-            self.slot.cached_text = job.prompt + output.decode("utf-8", errors="ignore")
+            # What a next prompt can reuse: the prompt's whole chunks (generated tokens are
+            # evaluated one at a time, which ggml computes differently; see _evaluate_prompt).
+            self.slot.cached_text = job.prompt
         if finish is None:
             return self._stopped()
         tail = assembler.finish()
@@ -373,34 +422,69 @@ class Worker:
 
     def _cancelled(self, llm: llama_cpp.Llama, tokens: list[int], job: Job) -> Failed:
         """A job cancelled while its prompt was evaluated: the cache holds what was done."""
-        done = tokens[: llm.n_tokens]
+        done = tokens[: self._canonical]
         text = llm.detokenize(done, special=True).decode("utf-8", errors="ignore")
         self.slot.cached_text = text
         return self._stopped()
 
-    def _evaluate_prompt(self, llm: llama_cpp.Llama, tokens: list[int], job: Job) -> bool:
-        """Evaluate the prompt as `Llama.generate` would (the same reuse of the KV cache),
-        `EVAL_CHUNK` tokens at a time, checking between chunks whether the job was cancelled
-        (False: it was; the cache holds the chunks done). `generate` then finds the whole
-        prompt evaluated and samples at once, from the same logits: ggml computes each token's
-        row alike whatever batch it comes in (checked bit for bit on this CPU build)."""
+    def _evaluate_prompt(
+        self, llm: llama_cpp.Llama, tokens: list[int], job: Job, reuse: int
+    ) -> bool:
+        """Evaluate the prompt past the `reuse` tokens `_reusable_prefix` found in the cache,
+        `EVAL_CHUNK` tokens at a time, checking between chunks whether
+        the job was cancelled (False: it was; the cache keeps the chunks done). `generate`
+        then finds the whole prompt evaluated and samples at once from its logits.
+
+        The same prompt gives the same logits whatever the cache held before, so that greedy
+        output and seeded sampling repeat (an instance's history must not show through).
+        ggml does not compute a token's keys and values the same in every batch shape: a
+        token evaluated alone (as every generated token is) differs in the last bits from
+        the same token evaluated in a batch, and over a few hundred tokens that flips greedy
+        choices. So chunks always start at multiples of EVAL_CHUNK, as from scratch, and
+        only whole chunks of an earlier prompt are reused: every position the prompt's
+        logits depend on is computed exactly as a cold evaluation computes it. The cost: up
+        to EVAL_CHUNK - 1 tokens evaluated again, and the previous answer of a conversation
+        read as part of its next prompt (docs/performance.md)."""
         n = len(tokens)
-        held = llm.n_tokens
-        common = self._common_prefix(llm, tokens)
-        if common == n and held == n and not getattr(llm, "_requires_eval", True):
-            return True  # the live logits are the prompt's: generate samples from them
-        start = common - 1 if common == n else common  # replay one token for fresh logits
+        if reuse == n and llm._ctx.kv_cache_seq_rm(-1, n, -1):
+            llm.n_tokens = n
+            assert self._prompt_logits is not None
+            # Into the context's output row, where the sampler reads: as after the prompt.
+            ctypes.memmove(
+                llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1),
+                self._prompt_logits.ctypes.data,
+                self._prompt_logits.nbytes,
+            )
+            return True
+        self._last_prompt, self._prompt_logits = [], None
+        start = min(reuse, n - 1)
+        start -= start % EVAL_CHUNK
         if start > 0 and llm._ctx.kv_cache_seq_rm(-1, start, -1):
             llm.n_tokens = start
         else:
             llm.reset()  # type: ignore[no-untyped-call]
             start = 0
-        chunk = max(1, min(EVAL_CHUNK, llm.n_batch))
-        for begin in range(start, n, chunk):
+        self._canonical = start
+        for begin in range(start, n, EVAL_CHUNK):
             if job.cancel.is_set() or self._stopping.is_set():
                 return False
-            llm.eval(tokens[begin : begin + chunk])
+            end = min(begin + EVAL_CHUNK, n)
+            llm.eval(tokens[begin:end])
+            if end - begin == EVAL_CHUNK:
+                self._canonical = end
+        self._last_prompt = list(tokens)
+        self._prompt_logits = self._last_logits(llm, int(llm.n_vocab())).copy()
         return True
+
+    def _repeats_last_prompt(self, llm: llama_cpp.Llama, tokens: list[int]) -> bool:
+        """Whether `tokens` is the last prompt evaluated in full, still in the KV cache."""
+        n = len(tokens)
+        return (
+            self._prompt_logits is not None
+            and self._last_prompt == tokens
+            and llm.n_tokens >= n
+            and self._common_prefix(llm, tokens) == n
+        )
 
     @staticmethod
     def _common_prefix(llm: llama_cpp.Llama, tokens: list[int]) -> int:
@@ -444,18 +528,13 @@ class Worker:
             finally:
                 tokens.close()
 
-    @staticmethod
-    def _reusable_prefix(llm: llama_cpp.Llama, tokens: list[int]) -> int:
-        """How many prompt tokens `Llama.generate` will take from the KV cache: the common
-        prefix with what it holds, less one when the whole prompt matches (llama-cpp-python
-        re-evaluates the last token then, to get fresh logits)."""
-        common = Worker._common_prefix(llm, tokens)
-        if common == 0:
-            return 0
-        if common < len(tokens):
-            return common
-        exact = llm.n_tokens == len(tokens) and not getattr(llm, "_requires_eval", True)
-        return common if exact else common - 1
+    def _reusable_prefix(self, llm: llama_cpp.Llama, tokens: list[int]) -> int:
+        """How many prompt tokens `_evaluate_prompt` will take from the KV cache: all of them
+        when it repeats the last prompt, else the whole chunks shared with an earlier one."""
+        if self._repeats_last_prompt(llm, tokens):
+            return len(tokens)
+        common = min(self._common_prefix(llm, tokens), self._canonical, len(tokens) - 1)
+        return max(common - common % EVAL_CHUNK, 0)
 
     def _piece(self, vocab: Any, token: int) -> bytes:
         piece = self._pieces.get(token)
@@ -522,6 +601,20 @@ def prompt_tokens(llm: llama_cpp.Llama, info: ModelInfo, prompt: str) -> list[in
     return tokens
 
 
+def piece_tokens(
+    llm: llama_cpp.Llama, info: ModelInfo, pieces: list[tuple[str, bool]]
+) -> list[int]:
+    """The prompt's tokens from its pieces (`Literals.pieces`): special tokens' strings parsed,
+    the text between them tokenized as text, as llama.cpp cuts a prompt when it parses special
+    tokens, but with the client's control-token strings left as text."""
+    tokens: list[int] = []
+    for text, special in pieces:
+        tokens.extend(llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+    if info.add_bos and info.bos_id >= 0 and tokens[:1] != [info.bos_id]:
+        tokens.insert(0, info.bos_id)
+    return tokens
+
+
 class VocabCounter:
     """Counts prompt tokens with the model's own tokenizer, beside the workers: a vocab-only
     `Llama` (no weights, a fraction of a second to load), used by one thread at a time."""
@@ -539,6 +632,10 @@ class VocabCounter:
         with self._lock:
             return prompt_tokens(self._llm, self._info, prompt)
 
+    def piece_tokens(self, pieces: list[tuple[str, bool]]) -> list[int]:
+        with self._lock:
+            return piece_tokens(self._llm, self._info, pieces)
+
     def grammar_parses(self, gbnf: str) -> bool:
         """Whether llama.cpp's grammar parser accepts `gbnf` (start rule `root`)."""
         with self._lock:
@@ -550,12 +647,13 @@ class VocabCounter:
             llama_cpp.llama_sampler_free(grammar)
             return True
 
-    def vocabulary_bounds(self) -> tuple[int, list[tuple[str, int]]]:
+    def vocabulary_bounds(self) -> tuple[int, list[tuple[str, int]], set[str]]:
         """What bounds a prompt's token count from below, read from the vocabulary: the most
         bytes one token stands for (no prompt has fewer tokens than its UTF-8 size over
         this), and the texts llama.cpp reads as special tokens (control and user-defined),
         each with the most times it occurs in one special token's text (a prompt has at least
-        as many tokens as its occurrences of the text, over that)."""
+        as many tokens as its occurrences of the text, over that). Also the control tokens'
+        texts, which client text may not produce (`prompt_literals.py`)."""
         with self._lock:
             vocab = self._llm._model.vocab
             special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
@@ -563,16 +661,22 @@ class VocabCounter:
             buffer = ctypes.create_string_buffer(size)
             longest = 0
             texts: set[str] = set()
+            control: set[str] = set()
             for token in range(int(self._llm.n_vocab())):
                 n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
                 if n < 0:
                     n = len(token_bytes(vocab, token, special=True))
                 longest = max(longest, n)
-                if llama_cpp.llama_vocab_get_attr(vocab, token) & special:
+                attributes = llama_cpp.llama_vocab_get_attr(vocab, token)
+                if attributes & special:
                     raw = llama_cpp.llama_vocab_get_text(vocab, token)
                     if raw:
-                        texts.add(raw.decode("utf-8", errors="ignore"))
-        return longest, [(text, max(other.count(text) for other in texts)) for text in texts]
+                        text = raw.decode("utf-8", errors="ignore")
+                        texts.add(text)
+                        if attributes & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+                            control.add(text)
+        counts = [(text, max(other.count(text) for other in texts)) for text in texts]
+        return longest, counts, control
 
     def count_text(self, text: str) -> int:
         with self._lock:
