@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 # A portable x86-64-v3 build of llama.cpp (see docs/engine.md); pip caches the wheel after the first build.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 STAMP := $(VENV)/.installed
-LINT_PATHS := src tests tools $(wildcard benchmarks)
+LINT_PATHS := src tests tools deploy $(wildcard benchmarks)
 
-.PHONY: install lock serve test lint types layers unit tools fmt clean bench bench-gen bench-samplers
+.PHONY: install lock serve test lint types layers unit tools fmt clean bench bench-gen bench-samplers soak
 
 install: $(STAMP)
 
@@ -43,10 +43,12 @@ layers: install
 
 # What the website's tests run besides Python (each installs only what is missing): the
 # toolchains its code samples are run with, and Chromium, Playwright, axe-core and the Nu HTML
-# checker. A test whose tool could not be installed skips and says so.
+# checker; nginx and Caddy for the deployment tests. A test whose tool could not be installed
+# skips and says so.
 tools:
 	bash scripts/install-sample-tools.sh || echo "sample toolchains incomplete: their tests will skip"
 	bash scripts/install-browser-tools.sh || echo "browser tools incomplete: their tests will skip"
+	bash scripts/install-deploy-tools.sh || echo "deploy tools incomplete: their tests will skip"
 
 unit: install tools
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest
@@ -58,6 +60,12 @@ BENCH_ARGS ?=
 bench: install
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The soak (benchmarks/README.md, "Soak"): 30 minutes of mixed streaming load, memory and file
+# descriptors sampled, money checked; not part of CI. Options: make soak SOAK_ARGS="--minutes 5".
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 # Generation through the server against bare llama-cpp-python (benchmarks/README.md).
 # Options: make bench-gen BENCH_ARGS="--quick".

@@ -53,6 +53,10 @@ def recorded_digest(lock: Path) -> str | None:
 def _compile(uv: str, args: list[str], output: Path, inputs: list[str], note: str) -> None:
     with tempfile.TemporaryDirectory() as work:
         target = Path(work) / "lock.txt"
+        if output.exists():
+            # uv keeps the versions an existing output file pins unless the inputs need others:
+            # adding one dependency does not upgrade the rest.
+            target.write_text(output.read_text())
         subprocess.run(
             [
                 *(uv, "pip", "compile", *args, "--generate-hashes", "--universal"),

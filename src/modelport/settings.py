@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database_url: str | None = None  # default: SQLite in data_dir
     public_url: str | None = None  # used in model pages and code samples
     log_level: LogLevel = "info"
+    # Log lines as JSON objects (one per line), readable text, or "auto": text when stderr is
+    # a terminal (`make serve`), JSON otherwise (docs/operations.md).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # An access line per request (probes of /healthz, /readyz and /metrics: failures only).
+    access_log: bool = True
+    # GET /metrics (Prometheus): with a token, for `Authorization: Bearer <token>` only;
+    # without one, for clients on the loopback address only.
+    metrics_token: str | None = None
+    # HTTPS served by modelport itself: a PEM certificate (chain) and its private key.
+    tls_cert: str | None = None
+    tls_key: str | None = None
     workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
     llama_threads: int = 1  # default n_threads for llama.cpp backends that set none
     # Load local models at start-up instead of on first use (a request then never waits for
@@ -89,6 +101,21 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secrets: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"tls: {path!r} is not a readable file")
+        if self.tls_cert is not None and self.tls_key is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.tls_cert, self.tls_key)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    f"tls: {self.tls_cert!r} and {self.tls_key!r} are not a PEM certificate and "
+                    f"its unencrypted private key ({exc})"
+                ) from None
+        if self.metrics_token is not None and not self.metrics_token.strip():
+            raise ValueError("metrics_token is empty: unset it (loopback only) or give a token")
         for entry in self.trusted_proxies:
             try:
                 ipaddress.ip_network(entry.strip(), strict=False)

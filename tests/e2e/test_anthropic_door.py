@@ -261,10 +261,13 @@ def test_model_list_in_anthropics_shape(server: RunningServer) -> None:
     for path in ("/api/anthropic", ""):  # GET /v1/models with the SDK's anthropic-version
         with sdk(server, path) as client:
             page = client.models.list()
+            catalog = client.models.list(extra_query={"all": "true"})
             one = client.models.retrieve("qwen/qwen3-8b")
         ids = [model.id for model in page.data]
-        assert ids[0] == LOCAL
-        assert "qwen/qwen3-8b" in ids
+        assert ids == [LOCAL]  # what can answer; the catalog is behind ?all=true
+        catalog_ids = [model.id for model in catalog.data]
+        assert catalog_ids[0] == LOCAL
+        assert "qwen/qwen3-8b" in catalog_ids
         assert (page.first_id, page.last_id, page.has_more) == (ids[0], ids[-1], False)
         local = page.data[0]
         assert local.type == "model"
@@ -363,14 +366,14 @@ def test_an_unknown_model_is_404(client: anthropic.Anthropic) -> None:
 def test_a_prompt_too_long_for_the_model_uses_anthropics_wording(
     client: anthropic.Anthropic,
 ) -> None:
-    huge: Any = [{"role": "user", "content": "hello " * 9000}]
+    huge: Any = [{"role": "user", "content": "hello " * 33_000}]
     with pytest.raises(anthropic.BadRequestError) as info:
         client.messages.create(model=LOCAL, max_tokens=4, messages=huge)
     body: Any = info.value.body
     assert body["error"]["type"] == "invalid_request_error"
     # Claude Code parses exactly this wording.
     found = re.fullmatch(
-        r"prompt is too long: (\d+) tokens > 8192 maximum", body["error"]["message"]
+        r"prompt is too long: (\d+) tokens > 32768 maximum", body["error"]["message"]
     )
     assert found is not None, body["error"]["message"]
     assert (
@@ -378,9 +381,57 @@ def test_a_prompt_too_long_for_the_model_uses_anthropics_wording(
     )
 
 
-def test_tools_on_a_model_without_tool_support_are_a_400(client: anthropic.Anthropic) -> None:
-    tools: Any = [{"name": "f", "input_schema": {"type": "object"}}]
-    with pytest.raises(anthropic.BadRequestError) as info:
-        client.messages.create(model=LOCAL, max_tokens=4, messages=QUESTION, tools=tools)
-    assert info.value.type == "invalid_request_error"
-    assert "tools" in (info.value.api_message or "")
+WEATHER: Any = {
+    "name": "get_weather",
+    "description": "The current weather in a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_use_round_trip_on_the_default_model(
+    client: anthropic.Anthropic, stream: bool
+) -> None:
+    question: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+    arguments: Any = {
+        "model": LOCAL,
+        "max_tokens": 64,
+        "messages": question,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any"},
+    }
+    if stream:
+        with client.messages.stream(**arguments) as events:
+            first = events.get_final_message()
+    else:
+        first = client.messages.create(**arguments)
+    assert first.stop_reason == "tool_use"
+    uses = [block for block in first.content if block.type == "tool_use"]
+    assert len(uses) == 1 and uses[0].name == "get_weather"
+    assert isinstance(uses[0].input["city"], str)  # type: ignore[index]
+    follow_up: Any = [
+        *question,
+        {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": uses[0].id, "content": "Sunny, 21 degrees"}
+            ],
+        },
+    ]
+    answer = client.messages.create(
+        model=LOCAL,
+        max_tokens=48,
+        messages=follow_up,
+        tools=[WEATHER],
+        tool_choice={"type": "auto"},
+    )
+    assert answer.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert answer.content
+    # Anthropic counts the prompt read from the cache apart (whole chunks of the first turn).
+    read = answer.usage.cache_read_input_tokens or 0
+    assert answer.usage.input_tokens + read > first.usage.input_tokens

@@ -51,6 +51,8 @@ id = "{model}"
   url = "{url}"
   dialect = "generic"
   upstream_model = "{upstream_model}"
+  # Failures are this module's subject, one after another: the circuit must not open.
+  circuit_failures = 0
 """
 WEATHER: Any = {
     "type": "function",

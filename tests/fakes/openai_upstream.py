@@ -180,6 +180,16 @@ class FakeOpenAIUpstream:
         with self._lock:
             self._marked[marker] = script
 
+    def off(self, marker: str) -> None:
+        """Stop answering `marker`'s script (`on("", …)` scripts every request)."""
+        with self._lock:
+            self._marked.pop(marker, None)
+
+    def chat_requests(self) -> int:
+        """How many chat completion requests arrived."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.path.endswith("/chat/completions"))
+
     def _script_for(self, body: Any) -> Script:
         text = _last_user_text(body)
         with self._lock:

@@ -23,9 +23,12 @@ class CallContext:
     `prompt_tokens` is the prompt's size as the metering stage counted it at admission (exact
     when `prompt_exact`, else an estimate), or None when it was not counted: a backend that
     needs the size (to fit max_tokens into the context) uses it instead of counting again.
+
+    `trace_id` is the HTTP request's id (its X-Request-Id), which an upstream backend sends on
+    as its own X-Request-Id.
     """
 
-    __slots__ = ("card", "incremental", "prompt_exact", "prompt_tokens", "request_id")
+    __slots__ = ("card", "incremental", "prompt_exact", "prompt_tokens", "request_id", "trace_id")
 
     def __init__(
         self,
@@ -35,8 +38,10 @@ class CallContext:
         incremental: bool = True,
         prompt_tokens: int | None = None,
         prompt_exact: bool = False,
+        trace_id: str | None = None,
     ) -> None:
         self.request_id = request_id
+        self.trace_id = trace_id
         self.card = card
         self.incremental = incremental
         self.prompt_tokens = prompt_tokens
@@ -99,9 +104,22 @@ class Startable(Protocol):
     async def start(self) -> None: ...
 
 
+@runtime_checkable
+class Probeable(Protocol):
+    """A backend that can say whether its server is up without generating (an active probe:
+    raises a `core.errors` type when it is not)."""
+
+    async def probe(self) -> None: ...
+
+
 class Route(msgspec.Struct, frozen=True):
-    """A backend serving one model, with its routing priority (lower first) and weight."""
+    """A backend serving one model, with its routing priority (lower first) and weight, its
+    circuit breaking and concurrency cap, and how often it is probed (None: never)."""
 
     backend: Backend
     priority: int = 0
     weight: int = 1
+    circuit_failures: int = 5
+    circuit_cooldown: float = 30.0
+    max_concurrency: int | None = None
+    probe_interval: float | None = None

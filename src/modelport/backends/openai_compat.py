@@ -30,7 +30,6 @@ from modelport.backends.upstream_tokens import UpstreamTokens, count_off_loop, q
 from modelport.core.batches import batched, flat
 from modelport.core.catalog import ConfigError, ModelCard, OpenAICompatBackend
 from modelport.core.errors import (
-    InvalidRequest,
     ModelportError,
     UpstreamError,
     UpstreamTimeout,
@@ -73,11 +72,15 @@ log = logging.getLogger("modelport.backends.openai_compat")
 T = TypeVar("T")
 
 MAX_ERROR_BODY = 64 * 1024
+# A whole (non-streamed) answer is held in memory to be parsed: a body larger than this is a
+# broken upstream (a stream's events are bounded by `sse.MAX_SSE_LINE` the same way).
+MAX_JSON_BODY = 64 * 1024 * 1024
 # uvicorn (vLLM, SGLang) closes idle connections after 5 s; dropping ours sooner avoids
 # sending a request down a connection the upstream is closing.
 KEEPALIVE_SECONDS = 4.0
 # After `[DONE]`, how long to wait for the end of the HTTP body so the connection can be reused.
 DRAIN_SECONDS = 1.0
+PROBE_SECONDS = 5.0  # an active probe's answer may take this long after connecting
 
 
 def _display_url(url: str) -> str:
@@ -307,7 +310,7 @@ class OpenAICompatEngine:
         client's response begins at once) unless `start` is False. The upstream's usage comes
         out as one `Usage` event before `Stop`, when it sent any."""
         try:
-            response = await self._post(encode_request_body(body), endpoint)
+            response = await self._post(encode_request_body(body), endpoint, ctx.trace_id)
             complete = False
             try:
                 if response.status >= 300:
@@ -467,7 +470,9 @@ class OpenAICompatEngine:
             async for event in events:
                 yield _one_answer(first, event, used) if isinstance(event, Usage) else event
 
-    async def _post(self, body: bytes, endpoint: str = "chat") -> http1.Response:
+    async def _post(
+        self, body: bytes, endpoint: str = "chat", request_id: str | None = None
+    ) -> http1.Response:
         client = self._client
         if client is None:  # used without start(): load the tokenizers too, as start would
             await self._tokens.ready()
@@ -482,8 +487,10 @@ class OpenAICompatEngine:
                     f"the request to {SERVER} failed",
                     detail=f"request to upstream {self._where} failed: {exc}",
                 ) from None
+        # The client's request id goes upstream too (core/trace.py admits only safe ids).
+        extra = b"X-Request-Id: %s\r\n" % request_id.encode() if request_id else b""
         try:
-            return await client.send(prepared, body)
+            return await client.send(prepared, body, extra)
         except http1.ConnectionClosed:
             # A fresh connection closed before any answer (a pooled one is retried by http1).
             raise UpstreamError(
@@ -521,10 +528,15 @@ class OpenAICompatEngine:
                         events += feed(name, data)
             except http1.HTTPClientError as exc:
                 if not translator.finished or not isinstance(
-                    exc, http1.ConnectionClosed | http1.ProtocolError
+                    exc,
+                    http1.ConnectionClosed
+                    | http1.ProtocolError
+                    | http1.ReadTimeout
+                    | http1.TotalTimeout,
                 ):
                     raise self._transport_error(exc, answered=True) from None
-                # Cut after the answer was complete: only [DONE] and usage were lost.
+                # Cut, or stalled, after the answer was complete: only [DONE] and usage were
+                # lost (the metering stage counts what the usage would have said).
             events += translator.finish()
             yield events
         except ModelportError:
@@ -532,11 +544,56 @@ class OpenAICompatEngine:
                 yield events
             raise
 
-    async def _read(self, response: http1.Response) -> bytes:
+    async def probe(self) -> None:
+        """An active probe (`Probeable`): GET {url}/models. Any answer below 500 means the
+        server is up (some engines serve no model list, or want a key it has not got); a
+        5xx, a timeout or no connection raise."""
+        client = await self._http()
+        url = self._endpoints["chat"].removesuffix("/chat/completions") + "/models"
         try:
-            return await response.read()
+            async with asyncio.timeout(self.config.connect_timeout + PROBE_SECONDS):
+                response = await client.request("GET", url, headers=self._headers)
+                try:
+                    await self._read_error_body(response)
+                finally:
+                    response.close()
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{SERVER} did not answer a probe in time",
+                detail=f"probe GET {_display_url(url)}: no answer within "
+                f"{self.config.connect_timeout + PROBE_SECONDS:g} s",
+            ) from None
+        except http1.HTTPClientError as exc:
+            raise self._transport_error(exc, answered=False) from None
+        if response.status >= 500:
+            raise UpstreamError(
+                f"{SERVER} failed a probe (HTTP {response.status})",
+                detail=f"probe GET {_display_url(url)}: HTTP {response.status}",
+            )
+
+    async def _read(self, response: http1.Response) -> bytes:
+        """The whole body, at most MAX_JSON_BODY bytes: an upstream that declares or sends
+        more (a body that never ends) is abandoned as soon as that is known."""
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await response.next_chunk():
+                size += len(chunk)
+                if size > MAX_JSON_BODY:
+                    raise self._too_large()
+                chunks.append(chunk)
         except http1.HTTPClientError as exc:
             raise self._transport_error(exc, answered=True) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _too_large(self) -> UpstreamError:
+        return UpstreamError(
+            f"{SERVER} sent an answer larger than {MAX_JSON_BODY >> 20} MiB",
+            detail=f"upstream {self._where} sent an answer larger than {MAX_JSON_BODY} bytes",
+        )
 
     async def _read_error_body(self, response: http1.Response) -> bytes:
         chunks: list[bytes] = []
@@ -618,10 +675,9 @@ class OpenAICompatEngine:
             if reveals_internals(exc.message):
                 exc.message = f"{SERVER} failed"
         exc.args = (exc.message,)
-        exc.request_id = ctx.request_id
-        # A refusal the client caused is routine; anything else is for the operator to see.
-        level = logging.INFO if isinstance(exc, InvalidRequest) else logging.WARNING
-        log.log(level, "request %s: backend %s: %s", ctx.request_id, self.name, exc.detail)
+        # The id the client can quote: its X-Request-Id (the routing stage logs the failure
+        # once, with the detail, under the same id).
+        exc.request_id = ctx.trace_id or ctx.request_id
         return exc
 
 

@@ -74,6 +74,14 @@ def build_routes(catalog: Catalog, settings: Settings) -> dict[str, list[Route]]
         for config in card.backends:
             backend = BACKEND_KINDS.get(_kind(config))(config, card, settings)
             routes.setdefault(card.id, []).append(
-                Route(backend, priority=config.priority, weight=config.weight)
+                Route(
+                    backend,
+                    priority=config.priority,
+                    weight=config.weight,
+                    circuit_failures=config.circuit_failures,
+                    circuit_cooldown=config.circuit_cooldown,
+                    max_concurrency=config.max_concurrency,
+                    probe_interval=getattr(config, "probe_interval", None),
+                )
             )
     return routes

@@ -100,7 +100,10 @@ class UpstreamTokens:
 
     @property
     def is_qwen3(self) -> bool:
-        return self._card.tool_format != "none" or self._card.thinking != "none"
+        return (
+            self._card.tool_format in ("qwen3_json", "qwen3_coder_xml")
+            or self._card.thinking != "none"
+        )
 
     async def load(self) -> None:
         """Load the in-process tokenizers and the chat template, once, off the event loop.

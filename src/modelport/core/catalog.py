@@ -7,7 +7,7 @@ The shipped catalog and the operator's overrides are plain dicts (parsed from TO
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -15,7 +15,7 @@ from modelport.core.money import format_cny, nano_per_token
 from modelport.core.types import ChatRequest, Reasoning
 
 ThinkingMode = Literal["hybrid", "always", "none"]
-ToolFormat = Literal["qwen3_json", "qwen3_coder_xml", "none"]
+ToolFormat = Literal["qwen3_json", "qwen3_coder_xml", "generic", "none"]
 Dialect = Literal[
     "generic", "vllm", "sglang", "llamacpp_server", "llama_cpp_python", "ollama", "raw"
 ]
@@ -59,13 +59,28 @@ class LlamaCppBackend(
 
     path: str
     n_threads: int | None = None  # None: the server-wide default (MODELPORT_LLAMA_THREADS)
-    n_ctx: int | None = None  # None: the card's context_length, capped by the model's own
-    instances: int = 1  # engine instances (each with its own thread) serving in parallel
+    # Threads that evaluate a prompt (a batch: worth every core); None: the usable CPUs.
+    n_threads_batch: int | None = None
+    # None: the card's context_length, capped by the model's own unless context_extension
+    # stretches the model's positions (RoPE scaling) to reach it.
+    n_ctx: int | None = None
+    context_extension: Literal["none", "yarn", "linear"] = "none"
+    # Engine instances (each with its own threads) serving in parallel; None: sized to the
+    # machine (its CPUs over n_threads, within its memory; engine.py).
+    instances: int | None = None
     max_queue: int = 64  # requests waiting beyond this get 503 with Retry-After
+    preload: bool = False  # load at start-up rather than on first use
     chat_template: str | None = None  # a Jinja template overriding the GGUF's own
     name: str | None = None
     priority: int = 0
     weight: int = 1
+    # Circuit breaking (docs/operations.md): this many failures in a row stop requests to
+    # the backend for `circuit_cooldown` seconds, then one request probes it (0: never
+    # stops); `max_concurrency`: requests it serves at once (None: no cap; beyond it, the
+    # next backend, else 503 with Retry-After).
+    circuit_failures: Annotated[int, msgspec.Meta(ge=0)] = 5
+    circuit_cooldown: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class OpenAICompatBackend(
@@ -101,6 +116,16 @@ class OpenAICompatBackend(
     name: str | None = None
     priority: int = 0
     weight: int = 1
+    # Circuit breaking (docs/operations.md): this many failures in a row stop requests to
+    # the backend for `circuit_cooldown` seconds, then one request probes it (0: never
+    # stops); `max_concurrency`: requests it serves at once (None: no cap; beyond it, the
+    # next backend, else 503 with Retry-After).
+    circuit_failures: Annotated[int, msgspec.Meta(ge=0)] = 5
+    circuit_cooldown: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    max_concurrency: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Seconds between active probes (GET {url}/models) that open the circuit of an upstream
+    # that stopped answering, and close it once it answers; None: no probes.
+    probe_interval: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 BackendConfig = LlamaCppBackend | OpenAICompatBackend

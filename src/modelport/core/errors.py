@@ -195,6 +195,13 @@ class Overloaded(ModelportError):
     code = "overloaded"
 
 
+class CircuitOpen(Overloaded):
+    """Every backend of the model failed lately (their circuits are open): refused at once,
+    with Retry-After, until one is tried again."""
+
+    code = "backend_unavailable"
+
+
 class BackendUnavailable(Overloaded):
     """No backend is configured (or none is healthy) for a model that exists in the catalog."""
 

@@ -217,14 +217,30 @@ async def _create_key(state: AppState, exchange: Exchange) -> None:
 
 
 async def _generation(state: AppState, exchange: Exchange, principal: Principal) -> None:
-    wanted = _query(exchange).get("id", "")
-    request_id = wanted.removeprefix("chatcmpl-").removeprefix("msg_")
-    if not request_id:
-        raise InvalidRequest("id is required: the id of a response", param="id")
-    row = await _run(state.billing_store.get_usage, request_id)
+    """One request's usage: by its response id (`?id=chatcmpl-…`, `msg_…`), or by the HTTP
+    request's id (`?request_id=`: its X-Request-Id; the latest when a client reused one)."""
+    query = _query(exchange)
     admin = principal.role == "admin"
-    if row is None or (not admin and row.account_id != principal.account_id):
-        raise NotFound(f"no generation {clip(wanted)!r} for this account")
+    wanted = query.get("id", "")
+    trace_id = query.get("request_id", "")
+    if trace_id and not wanted:
+        row = await _run(
+            state.billing_store.usage_by_trace,
+            trace_id,
+            None if admin else principal.account_id,
+        )
+        if row is None:
+            raise NotFound(f"no generation with request id {clip(trace_id)!r} for this account")
+    else:
+        request_id = wanted.removeprefix("chatcmpl-").removeprefix("msg_")
+        if not request_id:
+            raise InvalidRequest(
+                "id is required: the id of a response (or request_id: its X-Request-Id)",
+                param="id",
+            )
+        row = await _run(state.billing_store.get_usage, request_id)
+        if row is None or (not admin and row.account_id != principal.account_id):
+            raise NotFound(f"no generation {clip(wanted)!r} for this account")
     data = accounts.usage_json(row)
     if not admin:
         data["backend"] = None  # names an internal host and port

@@ -18,7 +18,7 @@ from modelport.core.catalog import ModelCard
 from modelport.core.errors import ModelNotFound, clip
 from modelport.core.types import ChatRequest
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange, collect_whole
+from modelport.http.exchange import Exchange, collect_whole, query_flag, unless_gone
 from modelport.http.state import AppState
 from modelport.protocols.anthropic.decode import (
     decode_count_tokens_request,
@@ -33,7 +33,11 @@ async def messages(state: AppState, exchange: Exchange) -> None:
     principal = await state.keys.authenticate(api_key_from(exchange))
     chat, options = decode_messages_request(await exchange.body(state.settings.max_request_bytes))
     chat = _for_served_model(state, chat)
-    generation = await state.metering.start(principal, chat, incremental=options.stream)
+    generation = await unless_gone(
+        state.metering.start(principal, chat, incremental=options.stream), exchange.disconnected
+    )
+    if generation is None:  # the client left while the answer was starting: it was stopped
+        return
     message_id = "msg_" + generation.request_id
     stops = chat.sampling.stop
     exclude = chat.reasoning.exclude
@@ -68,7 +72,10 @@ async def count_tokens(state: AppState, exchange: Exchange) -> None:
 
 
 async def list_models(state: AppState, exchange: Exchange) -> None:
-    await exchange.respond(200, state.anthropic_models_body)
+    """The models this server can answer; with `?all=true` the whole catalog."""
+    all_models = query_flag(exchange, "all")
+    body = state.all_anthropic_models_body if all_models else state.anthropic_models_body
+    await exchange.respond(200, body)
 
 
 async def get_model(state: AppState, exchange: Exchange, model_id: str) -> None:

@@ -38,6 +38,7 @@ class ASGIExchange:
         "extra_headers",
         "method",
         "path",
+        "status",
     )
 
     def __init__(
@@ -52,6 +53,7 @@ class ASGIExchange:
         self._headers: dict[str, str] | None = None
         self._responded = False
         self.extra_headers: Headers = ()
+        self.status = 0  # the response's status once it began
 
     @property
     def query(self) -> str:
@@ -95,6 +97,7 @@ class ASGIExchange:
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._responded = True
+        self.status = status
         raw = [
             (b"content-type", content_type.encode("latin-1")),
             (b"content-length", b"%d" % len(body)),
@@ -107,6 +110,7 @@ class ASGIExchange:
 
     async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
         self._responded = True
+        self.status = 200
         send = self._send
         head = [*_SSE, *_encode_headers(self.extra_headers)]
         await send({"type": "http.response.start", "status": 200, "headers": head})

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 from modelport.core.collect import Completion, collect_batches
 from modelport.core.errors import PayloadTooLarge
 from modelport.core.events import Event
+from modelport.core.trace import current as current_trace
 from modelport.http.client_limits import BodyDeadlines
 from modelport.http.headers import Headers, security_headers
 
@@ -36,6 +37,8 @@ class Exchange(Protocol):
     # Headers every response of this exchange carries besides its own (CORS), set by the app
     # before it routes; `()` until then.
     extra_headers: Headers
+    # The response's status once it began (200 for a stream), 0 before.
+    status: int
 
     @property
     def query(self) -> str:
@@ -71,6 +74,11 @@ class Exchange(Protocol):
         """Return when the client has gone away (call after the body was read)."""
 
 
+def query_flag(exchange: Exchange, name: str) -> bool:
+    """Whether the query string sets `name` to true (`?name=true` or `?name=1`)."""
+    return any(part in (f"{name}=true", f"{name}=1") for part in exchange.query.split("&"))
+
+
 async def read_limited(
     chunks: AsyncIterator[bytes], limit: int, deadlines: BodyDeadlines | None = None
 ) -> bytes:
@@ -102,9 +110,50 @@ async def read_limited(
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+# The status logs and metrics give a request whose client left before its answer ended (nginx's).
+CLIENT_CLOSED = 499
+
 # A whole answer that takes longer than this starts watching for its client going away; one
 # that is quicker (most are) costs no watcher task.
 WATCH_AFTER_S = 0.25
+
+
+async def unless_gone(work: Awaitable[T], disconnected: Callable[[], Awaitable[None]]) -> T | None:
+    """`work`'s result, or None when the client went away first: then `work` is cancelled
+    (a request waiting for an upstream's first byte gives back its place at once). Work
+    quicker than `WATCH_AFTER_S` (most) costs no watcher task."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+    watcher: asyncio.Task[None] | None = None
+
+    async def watch() -> None:
+        nonlocal gone
+        await disconnected()
+        gone = True
+        task.cancel()
+
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        trace = current_trace()
+        if trace is not None:
+            trace.fail("client_closed", CLIENT_CLOSED)
+        return None
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
 
 async def collect_whole(
@@ -137,6 +186,9 @@ async def collect_whole(
         if not gone:
             raise
         task.uncancel()
+        trace = current_trace()
+        if trace is not None:
+            trace.fail("client_closed", CLIENT_CLOSED)
         return None
     finally:
         timer.cancel()
@@ -206,4 +258,8 @@ async def pump(
             with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
                 await watcher
         await items.aclose()
+    if gone:
+        trace = current_trace()
+        if trace is not None:
+            trace.fail("client_closed", CLIENT_CLOSED)
     return not gone

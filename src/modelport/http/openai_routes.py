@@ -4,7 +4,7 @@ inference service, encode."""
 from __future__ import annotations
 
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange, collect_whole
+from modelport.http.exchange import Exchange, collect_whole, query_flag, unless_gone
 from modelport.http.state import AppState
 from modelport.protocols.openai.decode import decode_chat_request
 from modelport.protocols.openai.encode import ChunkEncoder, encode_completion
@@ -15,7 +15,11 @@ from modelport.services.catalog import resolve_model
 async def chat_completions(state: AppState, exchange: Exchange) -> None:
     principal = await state.keys.authenticate(api_key_from(exchange))
     chat, options = decode_chat_request(await exchange.body(state.settings.max_request_bytes))
-    generation = await state.metering.start(principal, chat, incremental=options.stream)
+    generation = await unless_gone(
+        state.metering.start(principal, chat, incremental=options.stream), exchange.disconnected
+    )
+    if generation is None:  # the client left while the answer was starting: it was stopped
+        return
     completion_id = "chatcmpl-" + generation.request_id
     exclude = chat.reasoning.exclude
     if not options.stream:
@@ -41,7 +45,9 @@ async def chat_completions(state: AppState, exchange: Exchange) -> None:
 
 
 async def list_models(state: AppState, exchange: Exchange) -> None:
-    await exchange.respond(200, state.models_body)
+    """The models this server can answer; with `?all=true` the whole catalog."""
+    body = state.all_models_body if query_flag(exchange, "all") else state.models_body
+    await exchange.respond(200, body)
 
 
 async def get_model(state: AppState, exchange: Exchange, model_id: str) -> None:

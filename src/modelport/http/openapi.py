@@ -444,14 +444,46 @@ def _route_operation(path: str, method: str) -> Operation:
     """The operation for one route of the app's table."""
     if path in WEB_PAGES and method in ("GET", "HEAD"):
         return _page_operation(path)
-    if method == "GET" and path == "/health":
+    if method in ("GET", "HEAD") and path in ("/health", "/healthz"):
         return {
             "tags": ["Server"],
-            "summary": "Liveness: 200 while the server answers.",
+            "summary": "Liveness: 200 while the server answers (nothing else is checked).",
             "security": _PUBLIC,
             "responses": {
                 "200": _json("Health", "Alive."),
                 **_errors(_PUBLIC_ERRORS, "OpenAIError"),
+            },
+        }
+    if method in ("GET", "HEAD") and path == "/readyz":
+        return {
+            "tags": ["Server"],
+            "summary": "Readiness: the database answers and every configured model has a "
+            "backend whose circuit is not open.",
+            "security": _PUBLIC,
+            "responses": {
+                "200": {
+                    "description": "Ready for traffic.",
+                    "content": {"application/json": {"schema": _READINESS}},
+                },
+                "503": {
+                    "description": "Not ready: what failed.",
+                    "content": {"application/json": {"schema": _READINESS}},
+                },
+                **_errors(_PUBLIC_ERRORS, "OpenAIError"),
+            },
+        }
+    if method == "GET" and path == "/metrics":
+        return {
+            "tags": ["Server"],
+            "summary": "Prometheus metrics (text format): for loopback clients, or with the "
+            "metrics token (MODELPORT_METRICS_TOKEN) as a bearer token.",
+            "security": _PUBLIC,
+            "responses": {
+                "200": {
+                    "description": "Every metric, all worker processes together.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors((*_PUBLIC_ERRORS, _E.PermissionDenied), "OpenAIError"),
             },
         }
     if method == "GET" and path == DOCUMENT_PATH:
@@ -604,13 +636,37 @@ def _count_tokens() -> Operation:
     }
 
 
+_READINESS = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"enum": ["ready", "not_ready"]},
+        "database": {"type": "string", "description": '"ok", or why it cannot be reached.'},
+        "models_unavailable": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Configured models all of whose backends' circuits are open.",
+        },
+    },
+}
+
+_ALL_MODELS = {
+    "name": "all",
+    "in": "query",
+    "required": False,
+    "description": "true: the whole catalog; otherwise only the models this server can "
+    "answer (those with a configured backend).",
+    "schema": {"type": "string", "enum": ["true", "1", "false", "0"]},
+}
+
+
 def _model_list(*, anthropic_only: bool) -> Operation:
     if anthropic_only:
         return {
             "tags": ["Anthropic"],
             "summary": "The served models, in Anthropic's shape.",
             "security": _PUBLIC,
-            "parameters": [_ANTHROPIC_VERSION],
+            "parameters": [_ANTHROPIC_VERSION, _ALL_MODELS],
             "responses": {
                 "200": _json("AnthropicModelList", "One page holding every model."),
                 **_errors(_PUBLIC_ERRORS, "AnthropicError"),
@@ -618,13 +674,14 @@ def _model_list(*, anthropic_only: bool) -> Operation:
         }
     return {
         "tags": ["OpenAI", "Anthropic"],
-        "summary": "The catalog: OpenAI's shape, or Anthropic's for a client that sends "
-        "`anthropic-version`.",
+        "summary": "The models this server can answer (`?all=true`: the catalog): OpenAI's "
+        "shape, or Anthropic's for a client that sends `anthropic-version`.",
         "security": _PUBLIC,
-        "parameters": [_ANTHROPIC_VERSION],
+        "parameters": [_ANTHROPIC_VERSION, _ALL_MODELS],
         "responses": {
             "200": {
-                "description": "Every model that is not hidden.",
+                "description": "Every model that is not hidden and has a backend (every "
+                "model not hidden, with `all=true`).",
                 "content": {
                     "application/json": {
                         "schema": {"anyOf": [_ref("OpenAIModelList"), _ref("AnthropicModelList")]}

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelport.core.errors import NotFound, clip
 from modelport.http.auth import api_key_from
-from modelport.http.exchange import Exchange, collect_whole
+from modelport.http.exchange import Exchange, collect_whole, unless_gone
 from modelport.http.state import AppState
 from modelport.protocols.openai.responses import (
     ResponseStreamEncoder,
@@ -45,7 +45,11 @@ async def create(state: AppState, exchange: Exchange) -> None:
             *output_as_messages(json.loads(stored.response)),
         ]
     chat, options, conversation = decode_responses_request(raw, history, await _seal_key(state))
-    generation = await state.metering.start(principal, chat, incremental=options.stream)
+    generation = await unless_gone(
+        state.metering.start(principal, chat, incremental=options.stream), exchange.disconnected
+    )
+    if generation is None:  # the client left while the answer was starting: it was stopped
+        return
     response_id = "resp_" + generation.request_id
     if not options.stream:
         completion = await collect_whole(generation.in_batches(), exchange.disconnected)

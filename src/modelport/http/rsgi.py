@@ -23,6 +23,7 @@ class RSGIExchange:
         "extra_headers",
         "method",
         "path",
+        "status",
     )
 
     def __init__(self, scope: Any, protocol: Any, deadlines: BodyDeadlines | None = None) -> None:
@@ -33,6 +34,7 @@ class RSGIExchange:
         self.path: str = scope.path
         self._responded = False
         self.extra_headers: Headers = ()
+        self.status = 0  # the response's status once it began
 
     @property
     def query(self) -> str:
@@ -61,6 +63,7 @@ class RSGIExchange:
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._responded = True
+        self.status = status
         head = response_head(content_type)  # shared: extended as a copy, never in place
         if headers or self.extra_headers:
             head = [*head, *headers, *self.extra_headers]
@@ -68,6 +71,7 @@ class RSGIExchange:
 
     async def stream(self, items: AsyncGenerator[T, None], encode: Callable[[T], bytes]) -> bool:
         self._responded = True
+        self.status = 200
         head = [*_SSE, *self.extra_headers] if self.extra_headers else _SSE
         transport = self._protocol.response_stream(200, head)
 

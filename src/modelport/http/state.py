@@ -11,10 +11,12 @@ from modelport.backends.base import Closeable, Route, Startable
 from modelport.backends.llamacpp import LlamaCppEngine
 from modelport.backends.registry import build_routes
 from modelport.core.catalog import Catalog
+from modelport.http.client_address import ClientAddresses
 from modelport.protocols.anthropic.models import encode_model_list as anthropic_model_list
 from modelport.protocols.openai.models import encode_model_list
-from modelport.services import codes
+from modelport.services import codes, metrics
 from modelport.services.catalog import load_catalog
+from modelport.services.circuit import keep_probing
 from modelport.services.console import ConsoleAccounts
 from modelport.services.credit import CreditBook, process_owner
 from modelport.services.inference import InferenceService
@@ -34,6 +36,8 @@ from modelport.web.site import Site
 log = logging.getLogger("modelport.http")
 
 LEASE_SWEEP_SECONDS = 60.0  # how often each replica gives back the leases of dead processes
+GAUGE_SECONDS = 1.0  # how often queue depths and the write-behind backlog are sampled
+READY_DATABASE_SECONDS = 2.0  # /readyz waits this long for the database
 
 
 class AppState:
@@ -50,6 +54,7 @@ class AppState:
         credit_events: KeyEvents | None = None,
     ) -> None:
         self.settings = settings
+        self.addresses = ClientAddresses(settings.trusted_proxies)
         self.store = store
         self.billing_store = store
         self.catalog = catalog
@@ -68,8 +73,15 @@ class AppState:
             reclaim=self._ask_for_credit if credit_events is not None else None,
         )
         self.metering = Metering(self.inference, store, self.credit, self.limiter)
-        self.models_body = encode_model_list(catalog)
+        # /v1/models lists the models this server can answer (a backend is configured);
+        # `?all=true` the whole catalog, as the website does.
+        configured = set(routes)
+        self.models_body = encode_model_list(catalog, configured)
+        self.all_models_body = encode_model_list(catalog)
         self.anthropic_models_body = anthropic_model_list(
+            card for card in catalog.models if not card.hidden and card.id in configured
+        )
+        self.all_anthropic_models_body = anthropic_model_list(
             card for card in catalog.models if not card.hidden
         )
         # Failed top-up code redemptions per account, shared by the API and the console.
@@ -80,11 +92,14 @@ class AppState:
         self.site = Site(
             catalog,
             public_url=settings.public_url,
-            fallback_url=f"http://{settings.host}:{settings.port}",
+            fallback_url=(
+                f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{settings.port}"
+            ),
             store=store,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[None]] = set()
+        self._ping: asyncio.Future[None] | None = None  # /readyz's database ping in flight
 
     @classmethod
     async def build(cls, settings: Settings) -> AppState:
@@ -117,15 +132,25 @@ class AppState:
         for model_routes in routes.values():
             for route in model_routes:
                 backend = route.backend
-                # Local models load on first use unless the operator asks to preload them.
+                # Local models load on first use unless the operator asks to preload them
+                # (all of them, or a backend with `preload = true`).
                 if isinstance(backend, Startable) and (
-                    settings.preload or not isinstance(backend, LlamaCppEngine)
+                    settings.preload
+                    or not isinstance(backend, LlamaCppEngine)
+                    or backend.config.preload
                 ):
                     await backend.start()
         state._tasks = [
             asyncio.create_task(events.listen(keys.forget), name="key-events"),
             asyncio.create_task(state._keep_credit(), name="credit-leases"),
+            asyncio.create_task(state._sample_gauges(), name="gauges"),
         ]
+        for guard, probed, interval in state.inference.probed():
+            state._tasks.append(
+                asyncio.create_task(
+                    keep_probing(guard, probed.probe, interval), name=f"probe {guard.name}"
+                )
+            )
         if credit_events is not None:
             state._tasks.append(
                 asyncio.create_task(credit_events.listen(state._credit_asked), name="credit")
@@ -136,6 +161,53 @@ class AppState:
             ", ".join(sorted(routes)) or "none",
         )
         return state
+
+    def sample_gauges(self) -> None:
+        """Set the gauges that are states rather than events: each in-process engine's queue
+        and the billing write-behind backlog (this process's)."""
+        for model_routes in self.routes.values():
+            for route in model_routes:
+                backend = route.backend
+                if isinstance(backend, LlamaCppEngine):
+                    metrics.queue_depth.labels(backend.name).set(backend.queue_depth)
+        pending, lag = self.store.write_backlog()
+        metrics.billing_pending.set(pending)
+        metrics.billing_lag.set(lag)
+
+    async def _sample_gauges(self) -> None:
+        while True:
+            try:
+                self.sample_gauges()
+            except Exception:
+                log.exception("sampling the gauges failed")
+            await asyncio.sleep(GAUGE_SECONDS)
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether this process should get traffic: its database answers, and every
+        configured model has a backend whose circuit is not open. With what was found."""
+        report: dict[str, object] = {}
+        ready = True
+        # One ping at a time: a database that stalls holds one thread, not one per probe (a
+        # probe every second would otherwise take every thread of the default pool).
+        ping = self._ping
+        if ping is None or ping.done():
+            ping = self._ping = asyncio.ensure_future(asyncio.to_thread(self.store.ping))
+            ping.add_done_callback(_retrieved)  # a late failure is not "never retrieved"
+        try:
+            await asyncio.wait_for(asyncio.shield(ping), READY_DATABASE_SECONDS)
+            report["database"] = "ok"
+        except TimeoutError:
+            ready = False
+            report["database"] = f"no answer within {READY_DATABASE_SECONDS:g} s"
+        except Exception as exc:
+            ready = False
+            report["database"] = str(exc) or type(exc).__name__
+        down = self.inference.unready()
+        if down:
+            ready = False
+            report["models_unavailable"] = down
+        report["status"] = "ready" if ready else "not_ready"
+        return ready, report
 
     async def _ask_for_credit(self, account_id: int) -> None:
         assert self.credit_events is not None
@@ -196,3 +268,8 @@ class AppState:
                     except Exception:
                         log.exception("closing backend %s failed", route.backend.name)
         await asyncio.to_thread(self.store.close)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -256,6 +256,7 @@ def usage_json(row: UsageRecord) -> dict[str, Any]:
     exist: tokens_prompt, tokens_completion, generation_time, latency)."""
     return {
         "id": row.request_id,
+        "request_id": row.trace_id,
         "model": row.model,
         "backend": row.backend,
         "created_at": row.created_at.isoformat(),

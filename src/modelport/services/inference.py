@@ -17,28 +17,45 @@ from typing import Any
 
 import msgspec
 
-from modelport.backends.base import Backend, BatchingBackend, CallContext, Route, TokenCounter
+from modelport.backends.base import (
+    Backend,
+    BatchingBackend,
+    CallContext,
+    Probeable,
+    Route,
+    TokenCounter,
+)
 from modelport.core.batches import batched, flat
 from modelport.core.catalog import Catalog, ModelCard, with_default_sampling
 from modelport.core.errors import (
     BackendUnavailable,
+    CircuitOpen,
     InternalError,
     InvalidRequest,
+    MalformedModelOutput,
     ModelportError,
     Overloaded,
+    RateLimited,
     UpstreamError,
     UpstreamTimeout,
 )
 from modelport.core.events import Error, Event, Start, Stop
 from modelport.core.tokens import estimate_tokens
+from modelport.core.trace import current as current_trace
 from modelport.core.types import ChatRequest
 from modelport.core.verbosity import apply_verbosity
+from modelport.services import metrics
 from modelport.services.catalog import resolve_model
+from modelport.services.circuit import CLOSED, PROBE, REFUSED, Guard
 
 log = logging.getLogger("modelport.inference")
 
 # Failures worth trying the next backend for: the backend, not the request, is at fault.
 _RETRYABLE = (UpstreamError, UpstreamTimeout, Overloaded)
+# ... and those that count against its circuit: it is broken, not busy (Overloaded) and not
+# refusing the request itself (a tool call the model botched is the model's output).
+_BREAKING = (UpstreamError, UpstreamTimeout, InternalError)
+_NOT_BREAKING = (MalformedModelOutput,)
 
 NOT_CONFIGURED = (
     "The model '{id}' is in the catalog but has no backend configured on this server. "
@@ -70,6 +87,9 @@ class Generation(msgspec.Struct, frozen=True):
     # ... and the events that came in one batch with `first` (a whole answer comes as one),
     # which `batches` does not repeat.
     head: list[Event] | None = None
+    # With `relay=False`: what the caller reports the stream's outcome to, and closes when
+    # the stream is closed (the backend's circuit and in-flight place).
+    watch: Watch | None = None
 
     def in_batches(self) -> AsyncGenerator[list[Event], None]:
         """The events a batch per step (each consumer reads either this or `events`)."""
@@ -84,6 +104,16 @@ class InferenceService:
     def __init__(self, catalog: Catalog, routes: Mapping[str, Sequence[Route]]) -> None:
         self._catalog = catalog
         self._routes = routes
+        # Each backend's circuit and in-flight count (services/circuit.py).
+        self._guards: dict[int, Guard] = {}
+        for model_routes in routes.values():
+            for route in model_routes:
+                self._guards[id(route.backend)] = Guard(
+                    route.backend.name,
+                    failures=route.circuit_failures,
+                    cooldown=route.circuit_cooldown,
+                    max_concurrency=route.max_concurrency,
+                )
         # Whether each backend can count tokens (a runtime Protocol check costs microseconds).
         self._counters: dict[int, TokenCounter | None] = {}
         self._batching: dict[int, BatchingBackend | None] = {}  # likewise
@@ -141,7 +171,7 @@ class InferenceService:
         backends = self._ordered_backends(card)
         created = int(time.time())
         if not relay:
-            head, batches, backend = await self._first_event(backends, request, ctx, True)
+            head, batches, backend, watch = await self._first_event(backends, request, ctx, True)
             first = head[0]
             known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
             return Generation(
@@ -154,11 +184,13 @@ class InferenceService:
                 first,
                 batches,
                 head[1:],
+                watch,
             )
-        first, stream, backend = await self._first_event(backends, request, ctx, False)
+        first, stream, backend, watch = await self._first_event(backends, request, ctx, False)
         known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
         counter = self._counter(backend)
-        return Generation(ctx.request_id, card, self._relay(first, stream), created, known, counter)
+        events = self._relay(first, stream, watch)
+        return Generation(ctx.request_id, card, events, created, known, counter)
 
     def _batches(
         self, backend: Backend, request: ChatRequest, ctx: CallContext
@@ -174,41 +206,82 @@ class InferenceService:
 
     async def _first_event(
         self, backends: list[Backend], request: ChatRequest, ctx: CallContext, batches: bool
-    ) -> tuple[Any, AsyncGenerator[Any, None], Backend]:
-        """The first backend that starts: its Start and the rest of its stream; in batches
-        when `batches`, and then the whole first batch (Start first) instead of the Start.
-        Failures of the backend's making fall through to the next one; the request's own are
-        raised."""
+    ) -> tuple[Any, AsyncGenerator[Any, None], Backend, Watch]:
+        """The first backend that starts: its Start and the rest of its stream, with the
+        `Watch` its relay reports to; in batches when `batches`, and then the whole first batch
+        (Start first) instead of the Start. Backends whose circuit is open or that are at
+        their concurrency cap are skipped; failures of the backend's making fall through to
+        the next one; the request's own are raised."""
         last_error: ModelportError | None = None
+        skipped: list[Guard] = []
         for backend in backends:
+            guard = self._guards.get(id(backend))
+            admitted = PROBE if guard is None else guard.admit()
+            if admitted == REFUSED:
+                assert guard is not None
+                skipped.append(guard)
+                continue
+            watch = Watch(backend.name, guard, admitted == PROBE)
             stream: AsyncGenerator[Any, None] = (
                 self._batches(backend, request, ctx) if batches else backend.stream(request, ctx)
             )
             try:
-                item = await anext(stream)
-                first = item[0] if batches and item else item
-            except _RETRYABLE as exc:
-                log.warning("backend %s failed before starting: %s", backend.name, exc.message)
-                last_error = exc
-                await stream.aclose()
-                continue
-            except ModelportError:
-                await stream.aclose()
+                try:
+                    item = await anext(stream)
+                    first = item[0] if batches and item else item
+                except StopAsyncIteration:
+                    raise InternalError(
+                        "the model server sent no answer",
+                        detail=f"backend {backend.name} produced no events",
+                    ) from None
+                if not isinstance(first, Start):
+                    raise InternalError(
+                        f"backend {backend.name} did not start its stream with Start"
+                    )
+            except BaseException as exc:
+                if isinstance(exc, Exception):  # not a cancellation: the backend's outcome
+                    watch.failed(exc)
+                try:
+                    await stream.aclose()
+                finally:
+                    watch.close()
+                if isinstance(exc, _RETRYABLE):
+                    last_error = exc
+                    continue
                 raise
-            except StopAsyncIteration:
-                raise InternalError(
-                    "the model server sent no answer",
-                    detail=f"backend {backend.name} produced no events",
-                ) from None
-            except BaseException:
-                await stream.aclose()
-                raise
-            if not isinstance(first, Start):
-                await stream.aclose()
-                raise InternalError(f"backend {backend.name} did not start its stream with Start")
-            return item, stream, backend
-        assert last_error is not None
-        raise last_error
+            watch.started = True
+            return item, stream, backend, watch
+        if last_error is not None:
+            raise last_error
+        raise _refusal(skipped)
+
+    def unready(self) -> list[str]:
+        """The configured models none of whose backends takes requests now (every circuit
+        open): what `/readyz` reports."""
+        down = []
+        for model, routes in self._routes.items():
+            guards = [self._guards.get(id(route.backend)) for route in routes]
+            if guards and all(guard is not None and guard.open for guard in guards):
+                down.append(model)
+        return down
+
+    def guards(self) -> list[Guard]:
+        return list(self._guards.values())
+
+    def probed(self) -> list[tuple[Guard, Probeable, float]]:
+        """The backends with active probes: their guard, the backend and the interval."""
+        found: list[tuple[Guard, Probeable, float]] = []
+        for routes in self._routes.values():
+            for route in routes:
+                guard = self._guards.get(id(route.backend))
+                backend = route.backend
+                if (
+                    route.probe_interval is not None
+                    and guard is not None
+                    and isinstance(backend, Probeable)
+                ):
+                    found.append((guard, backend, route.probe_interval))
+        return found
 
     async def prompt_size(
         self,
@@ -239,7 +312,7 @@ class InferenceService:
         return counted
 
     async def _relay(
-        self, first: Start, stream: AsyncGenerator[Event, None]
+        self, first: Start, stream: AsyncGenerator[Event, None], watch: Watch
     ) -> AsyncGenerator[Event, None]:
         """The backend's events, ending in exactly one Stop or Error: an exception after Start
         becomes a final Error event, and a stream that ends without a finish gets one."""
@@ -249,35 +322,42 @@ class InferenceService:
             async for event in stream:
                 if finished:
                     continue  # nothing follows a finish; the backend is let end on its own
-                if isinstance(event, Stop | Error):
+                if isinstance(event, Stop):
                     finished = True
+                    watch.finished()
+                elif isinstance(event, Error):
+                    finished = True
+                    watch.failed(event.error)
                 yield event
             if finished:
                 return  # the backend ended by itself: its connection can be reused
-            yield Error(unfinished(first.backend))
+            error = unfinished(first.backend)
+            watch.failed(error)
+            yield Error(error)
         except Exception as exc:
+            watch.failed(exc)
             yield Error(stream_failure(exc, first.backend))
         finally:
-            await stream.aclose()
+            try:
+                await stream.aclose()
+            finally:
+                watch.close()
 
 
 def unfinished(backend: str) -> InternalError:
     """The error that ends a stream its backend left without a finish: never leave a client
     without one (clients such as OpenCode re-send forever when a stream just stops)."""
-    error = InternalError(
+    return InternalError(
         "the model server ended its answer without finishing it",
         detail=f"backend {backend} ended its stream without a stop",
     )
-    log.error("%s", error.detail)
-    return error
 
 
 def stream_failure(exc: Exception, backend: str) -> ModelportError:
     """What a backend's failure after its Start becomes: its own error, or (a bug) an
-    InternalError, logged with the traceback."""
+    InternalError (`Watch.failed` logged it with the traceback)."""
     if isinstance(exc, ModelportError):
         return exc
-    log.exception("backend %s failed mid-stream", backend)
     return InternalError(f"the backend failed: {type(exc).__name__}")
 
 
@@ -289,3 +369,104 @@ async def _prepended(
         yield head
         async for batch in batches:
             yield batch
+
+
+def _refusal(skipped: list[Guard]) -> ModelportError:
+    """The error for a request no backend was tried for: each was open or full."""
+    # Refused by its circuit: open, or half-open with its one probe out.
+    waits = [guard.retry_after() for guard in skipped if guard.state != CLOSED]
+    if len(waits) == len(skipped):
+        names = ", ".join(guard.name for guard in skipped)
+        wait = max(1.0, min(waits))
+        return CircuitOpen(
+            f"The model's servers failed repeatedly and are resting; retry in {wait:.0f} s.",
+            retry_after=wait,
+            detail=f"circuit open: {names}",
+        )
+    return Overloaded(
+        "The model's servers are at their concurrency limit; retry shortly.",
+        retry_after=1.0,
+        detail="at max_concurrency: " + ", ".join(guard.name for guard in skipped),
+    )
+
+
+def failure_kind(error: BaseException) -> str:
+    """A failure's kind for logs and metrics: the error's code, "bug" for anything else."""
+    if isinstance(error, ModelportError):
+        return error.code or type(error).__name__
+    return "bug"
+
+
+def _note_failure(
+    backend: str, guard: Guard | None, error: BaseException, *, started: bool
+) -> None:
+    """A backend failure, once: its log line (with the request id the log lines carry),
+    its count by kind, and its circuit when it is the backend's fault."""
+    kind = failure_kind(error)
+    metrics.upstream_errors.labels(backend, kind).inc()
+    trace = current_trace()
+    if trace is not None and trace.backend is None:
+        trace.backend = backend
+    fields: dict[str, Any] = {"backend": backend, "error_kind": kind, "started": started}
+    if isinstance(error, ModelportError):
+        fields["status"] = error.status
+        # A refusal the client caused is routine; anything else is for the operator to see.
+        routine = error.status < 500 and not isinstance(error, RateLimited)
+        log.log(
+            logging.INFO if routine else logging.WARNING,
+            "backend %s failed %s: %s%s",
+            backend,
+            "mid-stream" if started else "before answering",
+            error.message,
+            f" ({error.detail})" if error.detail else "",
+            extra={"fields": fields},
+        )
+    else:
+        log.error(
+            "backend %s failed %s",
+            backend,
+            "mid-stream" if started else "before answering",
+            exc_info=error,
+            extra={"fields": fields},
+        )
+    if guard is not None and isinstance(error, _BREAKING) and not isinstance(error, _NOT_BREAKING):
+        guard.failed()
+    elif guard is not None and not isinstance(error, Overloaded):
+        guard.succeeded()  # it answered: the request itself was refused
+
+
+class Watch:
+    """One call to a backend: its outcome, told once to the backend's circuit (and, for a
+    failure, logged and counted), and its in-flight place, given back once. Whoever relays
+    the backend's stream reports what it sees (`finished`, `failed`) and calls `close` when
+    the stream is closed, however it ends: a report per outcome, not a generator step per
+    batch."""
+
+    __slots__ = ("_guard", "_probe", "backend", "judged", "started")
+
+    def __init__(self, backend: str, guard: Guard | None, probe: bool) -> None:
+        self.backend = backend
+        self._guard = guard
+        self._probe = probe
+        self.started = False
+        self.judged = False
+
+    def finished(self) -> None:
+        """The backend finished its answer."""
+        if not self.judged:
+            self.judged = True
+            if self._guard is not None:
+                self._guard.succeeded()
+
+    def failed(self, error: BaseException) -> None:
+        """The backend failed (an exception, an Error event, an end without a finish)."""
+        if not self.judged:
+            self.judged = True
+            _note_failure(self.backend, self._guard, error, started=self.started)
+
+    def close(self) -> None:
+        """The stream is closed: the in-flight place goes back (a probe whose client left
+        before any outcome lets the next request probe)."""
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.release(self._probe)

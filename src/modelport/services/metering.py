@@ -58,8 +58,11 @@ from modelport.core.tokens import (
     prompt_bytes,
     prompt_floor,
 )
+from modelport.core.trace import Trace
+from modelport.core.trace import current as current_trace
 from modelport.core.types import ChatRequest
 from modelport.core.usage_check import Checked, check_usage, lower_bound
+from modelport.services import metrics
 from modelport.services.credit import CreditBook, Hold
 from modelport.services.inference import (
     Generation,
@@ -94,6 +97,7 @@ class Admission(msgspec.Struct, kw_only=True):
     streamed: bool
     started: float  # time.monotonic()
     created_at: datetime
+    trace: Trace | None  # the HTTP request's (core/trace.py), filled in at settlement
 
 
 class _Meter:
@@ -158,7 +162,13 @@ class Metering:
     ) -> Generation:
         """Admit, hold, and start a generation whose events are metered. Raises before
         anything is sent on failure (and then nothing is charged)."""
+        trace = current_trace()
+        if trace is not None:
+            trace.account_id = principal.account_id
+            trace.key_id = principal.key_id
         card, request = self._inference.prepare(request)
+        if trace is not None:
+            trace.model = card.id
         allowed = principal.limits.allowed_models
         if allowed is not None and card.id not in allowed:
             raise PermissionDenied(
@@ -168,14 +178,16 @@ class Metering:
             )
         limits = principal.limits
         await self._limiter.admit(principal.key_id, rpm=limits.rpm, tpm=limits.tpm)
-        admission = await self._admit(principal, card, request, incremental)
+        admission = await self._admit(principal, card, request, incremental, trace)
         self.in_flight[card.id] = self.in_flight.get(card.id, 0) + 1
+        _series(card.id).in_flight.inc()
         ctx = CallContext(
             admission.request_id,
             card,
             incremental=incremental,
             prompt_tokens=admission.prompt_tokens,
             prompt_exact=admission.prompt_exact,
+            trace_id=trace.request_id if trace is not None else None,
         )
         try:
             generation = await self._inference.start(admission.request, ctx, relay=False)
@@ -197,7 +209,12 @@ class Metering:
         )
 
     async def _admit(
-        self, principal: Principal, card: ModelCard, request: ChatRequest, incremental: bool
+        self,
+        principal: Principal,
+        card: ModelCard,
+        request: ChatRequest,
+        incremental: bool,
+        trace: Trace | None,
     ) -> Admission:
         size = prompt_bytes(request)
         prompt, exact = await self._inference.prompt_size(card, request, size=size)
@@ -211,8 +228,17 @@ class Metering:
             held_prompt = prompt if exact else int(prompt * ESTIMATE_PADDING) + ESTIMATE_SLACK
             amount = card.pricing.cost_nano(held_prompt, limit)
         hold = await self._book.hold(principal.account_id, principal.key_id, amount)
+        # The generation's id: the HTTP request's own when the server made it (one id for
+        # the response header, the response's id and the usage row), else a new one (a
+        # client may send one X-Request-Id with several requests).
+        if trace is not None and not trace.supplied and trace.generation_id is None:
+            request_id = trace.request_id
+        else:
+            request_id = new_request_id()
+        if trace is not None:
+            trace.generation_id = request_id
         return Admission(
-            request_id=new_request_id(),
+            request_id=request_id,
             principal=principal,
             card=card,
             request=request,
@@ -225,6 +251,7 @@ class Metering:
             streamed=incremental,
             started=time.monotonic(),
             created_at=datetime.now(UTC),
+            trace=trace,
         )
 
     # ------------------------------------------------------------------ the stream
@@ -240,13 +267,16 @@ class Metering:
         meter = _Meter()
         counter = generation.counter
         limit = admission.limit
-        assert generation.batches is not None
+        watch = generation.watch  # the backend's circuit and in-flight place
+        assert generation.batches is not None and watch is not None
         out: list[Event] = []
         try:
             async with aclosing(generation.batches) as batches:
                 first = generation.first
                 if first is not None:
                     meter.backend = first.backend
+                    if admission.trace is not None:
+                        admission.trace.backend = first.backend
                     if generation.head:
                         out.append(first)  # a whole answer: one batch
                     else:
@@ -282,6 +312,7 @@ class Metering:
                                 continue  # one Usage, with the cost, goes out before the finish
                             if isinstance(event, Stop):
                                 meter.stop = event
+                                watch.finished()
                                 final = self._usage_at_once(admission, meter)
                                 if final is None and out:
                                     yield out  # the settlement may wait for a count
@@ -299,13 +330,15 @@ class Metering:
                                 return
                             if isinstance(event, Error):
                                 meter.error = event.error
+                                watch.failed(event.error)
                                 if out:
                                     yield out
                                     out = []
-                                await self._settle(
+                                billed = await self._settle(
                                     admission, meter, status="error", counter=counter
                                 )
-                                yield [event]
+                                # What the failed answer cost goes out before its error.
+                                yield [billed, event]
                                 return
                             if isinstance(event, Start):
                                 meter.backend = event.backend
@@ -344,6 +377,7 @@ class Metering:
                                             meter.completion_bytes += len(fitting[1].encode())
                                             yield [fitting[0]]
                                         meter.stop = Stop("length", "output_limit")
+                                        watch.finished()  # cut here, not by the backend
                                         billed = await self._settle(
                                             admission, meter, counter=counter
                                         )
@@ -359,15 +393,18 @@ class Metering:
                             out = []
                         batch = None
                     failure: ModelportError = unfinished(meter.backend or "")
+                    watch.failed(failure)
                 except Exception as exc:
+                    watch.failed(exc)
                     failure = stream_failure(exc, meter.backend or "")
                 if out:
                     yield out
                     out = []
                 meter.error = failure
-                await self._settle(admission, meter, status="error", counter=counter)
-                yield [Error(failure)]
+                billed = await self._settle(admission, meter, status="error", counter=counter)
+                yield [billed, Error(failure)]
         finally:
+            watch.close()  # the backend's stream is closed (aclosing above)
             if not meter.settled:
                 # The client went away (the stream was closed before its end), or the
                 # consumer failed: settle now, or once the relayed text is counted.
@@ -419,6 +456,8 @@ class Metering:
         )
         self._background.add(task)
         task.add_done_callback(self._settled_later)
+        if admission.trace is not None:
+            admission.trace.settling = task  # the access line waits for what it finds
 
     def _settled_later(self, task: asyncio.Future[Usage]) -> None:
         self._background.discard(task)
@@ -451,6 +490,8 @@ class Metering:
             self.in_flight[model] = left
         else:
             self.in_flight.pop(model, None)
+        series = _series(model)
+        series.in_flight.dec()
         card = admission.card
         if free or (meter.stop is None and status == "error" and usage.completion_tokens == 0):
             cost = 0  # failed before any output: nothing is billed
@@ -472,6 +513,9 @@ class Metering:
         if stop is not None:
             status = "ok"
         principal = admission.principal
+        latency = time.monotonic() - admission.started
+        ttft = None if meter.first_token_at is None else meter.first_token_at - admission.started
+        trace = admission.trace
         record = UsageRecord(
             request_id=admission.request_id,
             account_id=principal.account_id,
@@ -483,12 +527,8 @@ class Metering:
             reasoning_tokens=usage.reasoning_tokens,
             cached_tokens=usage.cached_tokens,
             cost_nano=charged,
-            latency_ms=round((time.monotonic() - admission.started) * 1000, 3),
-            ttft_ms=(
-                None
-                if meter.first_token_at is None
-                else round((meter.first_token_at - admission.started) * 1000, 3)
-            ),
+            latency_ms=round(latency * 1000, 3),
+            ttft_ms=None if ttft is None else round(ttft * 1000, 3),
             finish_reason=stop.finish_reason if stop else None,
             native_finish_reason=stop.native_finish_reason if stop else None,
             status=status,
@@ -498,7 +538,11 @@ class Metering:
             created_at=admission.created_at,
             estimated=estimated,
             anomaly=",".join(problems) or None,
+            trace_id=trace.request_id if trace is not None else None,
         )
+        series.settled(record, latency, ttft)
+        if trace is not None:
+            _fill(trace, record, error)
         lease = admission.hold.lease
         self._store.record(
             Charge(
@@ -644,6 +688,66 @@ def _output_limit(card: ModelCard, request: ChatRequest, prompt: int, exact: boo
         if bound is not None:
             limit = min(limit, bound)
     return max(limit, 1)
+
+
+class _Series:
+    """One model's metric series (label lookups done once, not per request)."""
+
+    __slots__ = ("cost", "durations", "in_flight", "model", "tokens", "ttfts")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.in_flight = metrics.in_flight.labels(model)
+        self.cost = metrics.cost.labels(model)
+        self.tokens = tuple(
+            metrics.tokens.labels(model, kind)
+            for kind in ("prompt", "completion", "reasoning", "cached")
+        )
+        self.durations: dict[str, tuple[Any, Any]] = {}  # per backend
+
+    def settled(self, record: UsageRecord, latency: float, ttft: float | None) -> None:
+        prompt, completion, reasoning, cached = self.tokens
+        prompt.inc(record.prompt_tokens)
+        completion.inc(record.completion_tokens)
+        if record.reasoning_tokens:
+            reasoning.inc(record.reasoning_tokens)
+        if record.cached_tokens:
+            cached.inc(record.cached_tokens)
+        if record.cost_nano:
+            self.cost.inc(record.cost_nano)
+        backend = record.backend or ""
+        histograms = self.durations.get(backend)
+        if histograms is None:
+            histograms = self.durations[backend] = (
+                metrics.duration.labels(self.model, backend),
+                metrics.ttft.labels(self.model, backend),
+            )
+        histograms[0].observe(latency)
+        if ttft is not None:
+            histograms[1].observe(ttft)
+
+
+_SERIES: dict[str, _Series] = {}
+
+
+def _series(model: str) -> _Series:
+    series = _SERIES.get(model)
+    if series is None:
+        series = _SERIES[model] = _Series(model)
+    return series
+
+
+def _fill(trace: Trace, record: UsageRecord, error: ModelportError | None) -> None:
+    """What the access line and the request counter say about a settled request."""
+    trace.backend = record.backend
+    trace.prompt_tokens = record.prompt_tokens
+    trace.completion_tokens = record.completion_tokens
+    trace.reasoning_tokens = record.reasoning_tokens
+    trace.cached_tokens = record.cached_tokens
+    trace.cost_nano = record.cost_nano
+    trace.ttft_ms = record.ttft_ms
+    if error is not None:
+        trace.fail(error.code or type(error).__name__, error.status)
 
 
 def _output_of(event: Event) -> str | None:

@@ -227,6 +227,7 @@ class UsageRecord(msgspec.Struct, frozen=True, kw_only=True):
     # Why the gateway did not bill what the upstream reported ("completion_above_limit",
     # "capped_at_hold", "lease_lost"; several joined by ","), or None.
     anomaly: str | None = None
+    trace_id: str | None = None  # the HTTP request's id (X-Request-Id)
 
 
 class UsageTotal(msgspec.Struct, frozen=True, kw_only=True):
@@ -391,6 +392,10 @@ class BillingStore(Protocol):
         ...
 
     def get_usage(self, request_id: str) -> UsageRecord | None: ...
+
+    def usage_by_trace(
+        self, trace_id: str, account_id: int | None = None
+    ) -> UsageRecord | None: ...
 
     def usage_totals(
         self,

@@ -26,7 +26,8 @@ import functools
 import logging
 import queue
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -107,6 +108,17 @@ class BatchWriter:
         self._lock = threading.Lock()  # orders submissions against close()
         self._wake = threading.Event()  # ends the writer's lingering
         self._closed = False
+        # When each op not yet applied was submitted, oldest first (the write-behind lag).
+        self._submitted_at: deque[float] = deque()
+
+    def backlog(self) -> tuple[int, float]:
+        """Ops submitted and not yet applied, and the seconds the oldest of them has waited."""
+        waiting = self._submitted_at
+        try:
+            oldest = waiting[0]
+        except IndexError:
+            return 0, 0.0
+        return len(waiting), max(0.0, time.monotonic() - oldest)
 
     def submit(self, op: Op) -> Future[Any]:
         """A future of the op's result. It is running from the start, so it cannot be
@@ -123,6 +135,7 @@ class BatchWriter:
                     target=self._run, name="modelport-store-writer", daemon=True
                 )
                 self._thread.start()
+            self._submitted_at.append(time.monotonic())
             self._queue.put((op, future))
         if type(op) is not Charge or self._queue.qsize() >= MAX_BATCH - 1:
             self._wake.set()  # someone waits for it, or a batch is full: stop lingering
@@ -164,7 +177,13 @@ class BatchWriter:
                     stop = True
                     break
                 batch.append(more)
-            self._apply(batch)
+            try:
+                self._apply(batch)
+            finally:
+                waiting = self._submitted_at
+                for _ in batch:
+                    if waiting:
+                        waiting.popleft()
             if stop:
                 return
 

@@ -191,11 +191,13 @@ usage = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("estimated", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("anomaly", sa.Text, nullable=True),  # why what was billed is not what was reported
+    sa.Column("trace_id", sa.String(128), nullable=True),  # the HTTP request's X-Request-Id
     sa.CheckConstraint("status IN ('ok', 'error', 'cancelled')", name="ck_usage_status"),
     sa.Index("ix_usage_created_at", "created_at"),
     sa.Index("ix_usage_account_id_created_at", "account_id", "created_at"),
     sa.Index("ix_usage_key_id", "key_id"),
     sa.Index("ix_usage_model", "model"),
+    sa.Index("ix_usage_trace_id", "trace_id"),
 )
 
 app_meta = sa.Table(

@@ -572,6 +572,18 @@ class SqlStore:
         future: Future[int] = self._writer.submit(RenewOp(owner, expires_at))
         return future
 
+    def write_backlog(self) -> tuple[int, float]:
+        """Writes waiting in the write-behind queue, and the seconds the oldest has waited."""
+        return self._writer.backlog()
+
+    def ping(self) -> None:
+        """One round trip to the database (StoreError when it cannot be reached)."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except exc.SQLAlchemyError as error:
+            raise StoreError(f"the database cannot be reached: {type(error).__name__}") from error
+
     def flush(self) -> Future[None]:
         future: Future[None] = self._writer.submit(FLUSH)
         return future
@@ -634,6 +646,16 @@ class SqlStore:
         row = self._read(
             sa.select(usage_rows).where(usage_rows.c.request_id == request_id)
         ).one_or_none()
+        return None if row is None else _usage(row)
+
+    def usage_by_trace(self, trace_id: str, account_id: int | None = None) -> UsageRecord | None:
+        """The latest usage row of the HTTP request with this X-Request-Id (a client may
+        send one id with several requests), among `account_id`'s when given."""
+        query = sa.select(usage_rows).where(usage_rows.c.trace_id == trace_id)
+        if account_id is not None:
+            query = query.where(usage_rows.c.account_id == account_id)
+        query = query.order_by(usage_rows.c.created_at.desc()).limit(1)
+        row = self._read(query).one_or_none()
         return None if row is None else _usage(row)
 
     def usage_totals(

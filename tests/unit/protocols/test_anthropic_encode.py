@@ -72,6 +72,7 @@ ERROR_TYPES: dict[type[ModelportError], str] = {
     errors.RateLimited: "rate_limit_error",
     errors.Overloaded: "overloaded_error",
     errors.BackendUnavailable: "overloaded_error",
+    errors.CircuitOpen: "overloaded_error",
     errors.UpstreamTimeout: "timeout_error",
     errors.UpstreamError: "api_error",
     errors.MalformedModelOutput: "api_error",

@@ -157,8 +157,10 @@ class Client:
     ) -> Response:
         return await self.send(self.prepare(method, url, headers), body)
 
-    async def send(self, request: Request, body: bytes = b"") -> Response:
-        """Sends the request; returns once the response head has arrived."""
+    async def send(self, request: Request, body: bytes = b"", extra: bytes = b"") -> Response:
+        """Sends the request; returns once the response head has arrived. `extra`: header
+        lines this request adds to the prepared ones ("Name: value\\r\\n" each, checked by
+        the caller)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         deadline = None if self.total_timeout is None else now + self.total_timeout
@@ -166,7 +168,7 @@ class Client:
         pool = self._pools.get(origin.key)
         if pool is None:
             pool = self._pools[origin.key] = Pool(origin, self)
-        data = request.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        data = request.head + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
         conn = pool.take(now)
         reused = conn is not None
         while True:

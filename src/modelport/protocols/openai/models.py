@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
@@ -53,8 +54,13 @@ def _defaults(values: SamplingDefaults | None) -> dict[str, Any]:
     return msgspec.to_builtins(values) if values is not None else {}
 
 
-def encode_model_list(catalog: Catalog) -> bytes:
-    data = [model_object(card) for card in catalog.models if not card.hidden]
+def encode_model_list(catalog: Catalog, only: Collection[str] | None = None) -> bytes:
+    """The catalog's visible cards; only those whose ids are in `only`, when given."""
+    data = [
+        model_object(card)
+        for card in catalog.models
+        if not card.hidden and (only is None or card.id in only)
+    ]
     return msgspec.json.encode({"object": "list", "data": data})
 
 

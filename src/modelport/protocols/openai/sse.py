@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from modelport.core.errors import UpstreamError
 
-MAX_SSE_LINE = 16 * 1024 * 1024  # an upstream line longer than this is a broken upstream
+# An upstream line longer than this, or an event whose data lines add up to more, is a broken
+# upstream: what one event holds is buffered until the event ends.
+MAX_SSE_LINE = 16 * 1024 * 1024
 
 SSEEvent = tuple[str | None, bytes]  # (event name or None, data payload)
 
@@ -18,14 +20,17 @@ class SSEParser:
 
     Lines end in LF or CRLF; `data:` lines of one event are joined with LF; comment lines
     (`: keepalive`) and `id:`/`retry:` fields are skipped. `[DONE]` comes out as a payload like
-    any other. Feeding a stream in any split gives the same events as feeding it whole.
+    any other. Feeding a stream in any split gives the same events as feeding it whole. A line,
+    or the data of one event, longer than MAX_SSE_LINE raises UpstreamError: what is buffered
+    stays bounded whatever the upstream sends.
     """
 
-    __slots__ = ("_buffer", "_data", "_event")
+    __slots__ = ("_buffer", "_data", "_event", "_size")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._data: list[bytes] = []
+        self._size = 0  # bytes in `_data`
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
@@ -69,6 +74,7 @@ class SSEParser:
                 data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
                 out.append((self._event, data))
                 self._data = []
+                self._size = 0
             self._event = None
             return
         if line[0] == 0x3A:  # ":" starts a comment (keepalives)
@@ -77,6 +83,9 @@ class SSEParser:
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
+            self._size += len(value)
+            if self._size > MAX_SSE_LINE:
+                raise UpstreamError("upstream sent a stream event larger than 16 MiB")
             self._data.append(value)
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
