@@ -51,9 +51,15 @@ def unseal(sealed: str, secret: bytes) -> str | None:
     """The text, or None when the field is not one this server sealed (or was altered)."""
     if not isinstance(sealed, str) or not sealed.startswith(PREFIX) or len(sealed) > MAX_SEALED:
         return None
+    encoded = sealed[len(PREFIX) :].encode()
     try:
-        raw = base64.urlsafe_b64decode(sealed[len(PREFIX) :].encode())
+        raw = base64.urlsafe_b64decode(encoded)
     except ValueError:
+        return None
+    if base64.urlsafe_b64encode(raw) != encoded:
+        # Not the one encoding seal() makes: a last character whose unused bits were changed
+        # decodes to the same bytes, and stray characters are skipped by the decoder; neither is
+        # what was handed out.
         return None
     if len(raw) < NONCE + TAG:
         return None
