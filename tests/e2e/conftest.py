@@ -19,5 +19,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def client(server: RunningServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0)
+def client(server: RunningServer) -> Iterator[openai.OpenAI]:
+    # Closed after each test: a socket left for the garbage collector fails whichever test it
+    # is collected in (filterwarnings = error).
+    with openai.OpenAI(
+        base_url=server.base_url + "/v1", api_key=server.admin_key, max_retries=0
+    ) as sdk:
+        yield sdk

@@ -163,39 +163,12 @@ async def collect_whole(
     stage behind it settles at once, not when the generator is garbage-collected). A client
     that gives up stops the generation behind it, as a closed stream does: returns None then.
     Errors in the events are raised (after the stream was closed)."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-    watcher: asyncio.Task[None] | None = None
 
-    async def watch() -> None:
-        nonlocal gone
-        await disconnected()
-        gone = True
-        task.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.ensure_future(watch())
-
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
-    try:
+    async def collect() -> Completion:
         async with aclosing(events):
             return await collect_batches(events)
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-        trace = current_trace()
-        if trace is not None:
-            trace.fail("client_closed", CLIENT_CLOSED)
-        return None
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+
+    return await unless_gone(collect(), disconnected)
 
 
 async def pump(
