@@ -10,26 +10,13 @@
 # Run as root (apt-get) or with sudo. Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 
-installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 missing=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 installed caddy || missing+=(caddy)
 
-if ((${#missing[@]})); then
-    sudo=""
-    if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Wait for another apt-get (another install script) rather than fail on its lock.
-    apt=($sudo apt-get -o DPkg::Lock::Timeout=600)
-    # Only refresh the package lists when the install cannot find what it needs.
-    "${apt[@]}" install -y --no-install-recommends "${missing[@]}" || {
-        "${apt[@]}" update
-        "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
-    }
-fi
+apt_install ${missing[@]+"${missing[@]}"}
 
 echo "nginx: $(command -v nginx || echo /usr/sbin/nginx)"
 echo "caddy: $(command -v caddy)"

@@ -12,27 +12,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 node_dir="$root/.sample-tools/node"
 axios_version="1.21.1"
 
-installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 missing=()
 for package in golang-go php-cli php-curl ruby libcurl4-openssl-dev gcc; do
     installed "$package" || missing+=("$package")
 done
 
-if ((${#missing[@]})); then
-    sudo=""
-    if [[ "$(id -u)" != 0 ]]; then sudo="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Wait for another apt-get (another install script) rather than fail on its lock.
-    apt=($sudo apt-get -o DPkg::Lock::Timeout=600)
-    # Only refresh the package lists when the install cannot find what it needs.
-    "${apt[@]}" install -y --no-install-recommends "${missing[@]}" || {
-        "${apt[@]}" update
-        "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
-    }
-fi
+apt_install ${missing[@]+"${missing[@]}"}
 
 if [[ "$(node -p "require('$node_dir/node_modules/axios/package.json').version" 2>/dev/null)" \
     != "$axios_version" ]]; then
