@@ -432,6 +432,8 @@ def test_the_metrics_token_is_compared_whole(tmp_path: Path) -> None:
             assert token.encode() not in answer
         # A token holder is served from anywhere; loopback alone is not enough with a token.
         assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # The scheme is case-insensitive (RFC 9110), as Prometheus' own scrapers may send it.
+        assert httpx.get(url, headers={"Authorization": f"bearer {token}"}).status_code == 200
         # Raw bytes that are not ASCII in the header: refused, never a 500.
         request = (
             b"GET /metrics HTTP/1.1\r\nHost: g\r\nConnection: close\r\nAuthorization: Bearer "

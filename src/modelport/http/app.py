@@ -147,8 +147,10 @@ async def _metrics(state: AppState, exchange: Exchange) -> None:
     token) for loopback clients."""
     token = state.settings.metrics_token
     if token is not None:
-        given = exchange.header("authorization") or ""
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        scheme, _, given = (exchange.header("authorization") or "").partition(" ")
+        # The scheme in any case (RFC 9110: it is case-insensitive), the token exactly.
+        bearer = scheme.lower() == "bearer"
+        if not (hmac.compare_digest(given.strip().encode(), token.encode()) and bearer):
             raise PermissionDenied("/metrics needs the metrics token (MODELPORT_METRICS_TOKEN).")
     elif not _loopback(exchange.client) or exchange.header("x-forwarded-for") is not None:
         # The peer itself on loopback, and no proxy in between (a proxy on the same machine
