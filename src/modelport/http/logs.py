@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +47,18 @@ _TRACE_FIELDS = (
 # Control characters in text lines (a decoded path, a message quoting a client's value)
 # become escapes, so that no value can start a line of its own or drive a terminal.
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+
+
+# What looks like an API key in a path (a client that put its key in the URL, by mistake or in
+# a probe): modelport's own (`sk-mp-…`) and other providers' (`sk-…`, `sk-ant-…`) alike. The
+# line keeps the first characters, enough to tell which key it was, never the secret.
+_SECRETS = re.compile(
+    r"(?<![A-Za-z0-9])(sk-(?:[A-Za-z]{2,4}-)?[A-Za-z0-9]{0,4})[A-Za-z0-9_\-]{12,}"
+)
+
+
+def without_secrets(path: str) -> str:
+    return _SECRETS.sub(r"\1…", path) if "sk-" in path else path
 
 
 def printable(text: str) -> str:
@@ -207,6 +220,7 @@ class AccessLog:
         if not self._pid:
             self._pid = os.getpid()  # after granian forked the worker
         now = time.time()
+        path = without_secrets(path)
         message = f"{method} {path} {status}"
         fields: dict[str, Any] = {
             "method": method,

@@ -79,6 +79,21 @@ def test_the_access_line_carries_what_the_request_did() -> None:
     assert " INFO modelport.access: GET /v1/models 404 " in written[-1].decode()
 
 
+def test_a_key_in_the_path_is_not_written_to_the_access_log() -> None:
+    written: list[bytes] = []
+    access = AccessLog("json", write=written.append)
+    ours = "sk-mp-" + "Ab3" * 16 + "x"
+    theirs = "sk-ant-api03-" + "Z9_-" * 10
+    for path in (f"/v1/{ours}/chat", f"/v1/models?key={theirs}", f"/{ours[:-1]}%0a"):
+        access.log(Trace("r"), "GET", path, 404, 0.001, "::1")
+    lines = b"".join(written).decode()
+    assert ours[:20] not in lines and theirs[14:] not in lines
+    assert '"path":"/v1/sk-mp-Ab3A…/chat"' in lines  # enough of it to tell which key
+    # paths without a key are left as they are
+    access.log(Trace("r"), "GET", "/v1/models/task-abcdefghijklmnopqrst", 404, 0.001, "::1")
+    assert '"path":"/v1/models/task-abcdefghijklmnopqrst"' in written[-1].decode()
+
+
 @pytest.mark.asyncio
 async def test_access_lines_are_gathered_into_one_write() -> None:
     written: list[bytes] = []
