@@ -113,7 +113,11 @@ class ASGIExchange:
         self.status = 200
         send = self._send
         head = [*_SSE, *_encode_headers(self.extra_headers)]
-        await send({"type": "http.response.start", "status": 200, "headers": head})
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+        except BaseException:
+            await items.aclose()  # the client is gone before the headers: stop and settle
+            raise
 
         async def write(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})

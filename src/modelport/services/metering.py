@@ -36,7 +36,7 @@ from typing import Any, Literal
 import msgspec
 
 from modelport.backends.base import CallContext, TokenCounter
-from modelport.core.batches import flat
+from modelport.core.batches import Closes, flat
 from modelport.core.catalog import ModelCard
 from modelport.core.errors import ContextLengthExceeded, ModelportError, PermissionDenied
 from modelport.core.events import (
@@ -199,7 +199,9 @@ class Metering:
             status: Status = "error" if error else "cancelled"
             await self._settle(admission, meter, status=status, free=True)
             raise
-        batches = self._metered(admission, generation)
+        batches = Closes(
+            self._metered(admission, generation), lambda: self._abandoned(admission, generation)
+        )
         return msgspec.structs.replace(
             generation,
             events=flat(batches),
@@ -409,6 +411,21 @@ class Metering:
                 # The client went away (the stream was closed before its end), or the
                 # consumer failed: settle now, or once the relayed text is counted.
                 self._settle_later(admission, meter, counter)
+
+    async def _abandoned(self, admission: Admission, generation: Generation) -> None:
+        """The stream was closed before its first step (its consumer failed or left before
+        reading it, as when the client is gone by the time the response headers go out): what
+        `_metered` would have done on its way out. The backend's stream is closed, its place
+        given back, and the request settled as a client that left: the prompt, no output."""
+        meter = _Meter()
+        meter.backend = generation.first.backend if generation.first is not None else None
+        try:
+            if generation.batches is not None:
+                await generation.batches.aclose()
+        finally:
+            if generation.watch is not None:
+                generation.watch.close()
+            self._settle_later(admission, meter, generation.counter)
 
     async def _fitting(
         self,

@@ -295,6 +295,37 @@ async def test_a_client_that_leaves_pays_the_running_usage(store: SqlStore) -> N
     assert row.cost_nano == PROMPT * IN + 5 * OUT
 
 
+@pytest.mark.parametrize("read_as", ["batches", "events"])
+async def test_a_stream_closed_before_its_first_read_is_settled_and_frees_its_backend(
+    store: SqlStore, read_as: str
+) -> None:
+    """The client was gone by the time the response began: the stream the door was handed is
+    closed unread. Its backend stops, its place behind the backend's cap comes back, and the
+    request is settled as cancelled (the prompt, no output), not left held."""
+    who = principal(store)
+    backend = Backend(answer(30, Usage(PROMPT, 30)))
+    inference = InferenceService(Catalog((CARD,)), {CARD.id: [Route(backend, max_concurrency=1)]})
+    meter = Metering(
+        inference, store, CreditBook(store, owner="test", ttl=60), InProcessRateLimiter()
+    )
+    before = balance(store, who)
+    for _ in range(3):  # with the cap at 1, a place not given back would refuse the next one
+        generation = await meter.start(who, chat(100))
+        unread = generation.in_batches() if read_as == "batches" else generation.events
+        await unread.aclose()
+        assert backend.closed
+        backend.closed = False
+    settled = await rows(store, meter)
+    assert [(row.status, row.cancelled, row.completion_tokens) for row in settled] == [
+        ("cancelled", True, 0)
+    ] * 3
+    assert all(row.cost_nano == PROMPT * IN for row in settled)
+    await meter.aclose()
+    assert store.leases() == []  # nothing left held
+    assert balance(store, who) == before - 3 * PROMPT * IN
+    assert meter.in_flight == {}
+
+
 async def test_requests_in_flight_are_counted_per_model_until_each_is_settled(
     store: SqlStore,
 ) -> None:
