@@ -25,7 +25,7 @@ from modelport.backends.base import (
     Route,
     TokenCounter,
 )
-from modelport.core.batches import batched, flat
+from modelport.core.batches import Closes, batched, flat
 from modelport.core.catalog import Catalog, ModelCard, with_default_sampling
 from modelport.core.errors import (
     BackendUnavailable,
@@ -189,7 +189,7 @@ class InferenceService:
         first, stream, backend, watch = await self._first_event(backends, request, ctx, False)
         known = first.prompt_tokens if first.prompt_tokens is not None else ctx.prompt_tokens
         counter = self._counter(backend)
-        events = self._relay(first, stream, watch)
+        events = Closes(self._relay(first, stream, watch), lambda: _closed_unread(stream, watch))
         return Generation(ctx.request_id, card, events, created, known, counter)
 
     def _batches(
@@ -342,6 +342,14 @@ class InferenceService:
                 await stream.aclose()
             finally:
                 watch.close()
+
+
+async def _closed_unread(stream: AsyncGenerator[Event, None], watch: Watch) -> None:
+    """What `_relay` does on its way out, for a relay closed before its first step."""
+    try:
+        await stream.aclose()
+    finally:
+        watch.close()
 
 
 def unfinished(backend: str) -> InternalError:

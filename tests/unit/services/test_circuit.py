@@ -229,3 +229,6 @@ async def test_the_cap_sends_the_excess_to_the_next_backend_else_refuses_it() ->
     await first.events.aclose()  # the client left: its place comes back
     alone.release.set()
     assert isinstance((await run(svc))[-1], Stop)
+    unread = await svc.start(prepared, CallContext("c", card_))
+    await unread.events.aclose()  # closed before its first read: its place comes back too
+    assert isinstance((await run(svc))[-1], Stop)
