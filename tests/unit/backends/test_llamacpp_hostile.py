@@ -348,7 +348,10 @@ async def test_a_huge_prompt_is_refused_at_once_and_the_loop_keeps_turning(
             await asyncio.wait_for(call(), timeout=10)
         took = time.monotonic() - began
     assert took < 3.0
-    assert max(gaps) < 0.25
+    # A stalled loop shows as seconds. With 100,000 messages CI once saw one gap of 0.36 s
+    # (the rest 10 ms), most likely a full garbage collection over the request's objects
+    # (not verified): what is bounded here is a stall, not the collector.
+    assert max(gaps) < 0.5
     assert refused.value.param == "messages"
     assert refused.value.limit == 2048
     assert "resulted in at least" in refused.value.message
