@@ -24,6 +24,7 @@ from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
 from tests.support.ops import (
     BASE,
     DatabaseGate,
+    Fakes,
     backend,
     lines_for,
     log_lines,
@@ -36,19 +37,14 @@ from tests.support.postgres import postgres_url_or_skip
 pytestmark = pytest.mark.e2e
 
 
-class Upstreams:
+class Upstreams(Fakes):
     def __init__(self) -> None:
         self.steady = FakeOpenAIUpstream()
         self.flaky = FakeOpenAIUpstream()
         self.down = FakeOpenAIUpstream()
         self.all = (self.steady, self.flaky, self.down)
-        for fake in self.all:
-            fake.start_in_thread()
+        self.start()
         self.down.on("", Script(status=500))  # every chat request fails
-
-    def stop(self) -> None:
-        for fake in self.all:
-            fake.stop_thread()
 
 
 @pytest.fixture(scope="module")

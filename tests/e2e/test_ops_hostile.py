@@ -29,6 +29,7 @@ from tests.fakes.openai_upstream import FakeOpenAIUpstream, Script
 from tests.support.ops import (
     BASE,
     DatabaseGate,
+    Fakes,
     access_lines,
     backend,
     log_lines,
@@ -47,7 +48,7 @@ ANTHROPIC = {"anthropic-version": "2023-06-01"}
 CAP = 2  # the capped backend's max_concurrency
 
 
-class Upstreams:
+class Upstreams(Fakes):
     """One fake per concern, so that each one's request count means one thing."""
 
     def __init__(self) -> None:
@@ -57,12 +58,7 @@ class Upstreams:
         self.slow = FakeOpenAIUpstream()  # the capped backend
         self.spare = FakeOpenAIUpstream()  # the capped model's second backend
         self.all = (self.steady, self.flaky, self.leaving, self.slow, self.spare)
-        for fake in self.all:
-            fake.start_in_thread()
-
-    def stop(self) -> None:
-        for fake in self.all:
-            fake.stop_thread()
+        self.start()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """What the operations tests share: config entries for scripted upstreams, the server's JSON
-log lines, its /metrics as samples, and a TCP gate in front of a database that a test can
+log lines, its /metrics as samples, a set of scripted upstreams started and stopped together,
+and a TCP gate in front of a database that a test can
 close, stall and open again."""
 
 from __future__ import annotations
@@ -13,9 +14,25 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.server import RunningServer, free_port
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
 
 # The shipped local model without its backend: these servers load no model.
 BASE = '[[models]]\nid = "local/smollm2-135m-instruct"\nbackends = []\n'
+
+
+class Fakes:
+    """Scripted upstreams, one per concern (so that each one's request count means one
+    thing): a subclass makes them as attributes, lists them in `all` and calls `start`."""
+
+    all: tuple[FakeOpenAIUpstream, ...] = ()
+
+    def start(self) -> None:
+        for fake in self.all:
+            fake.start_in_thread()
+
+    def stop(self) -> None:
+        for fake in self.all:
+            fake.stop_thread()
 
 
 def backend(url: str, name: str, **fields: Any) -> str:
