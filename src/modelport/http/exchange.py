@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from typing import Protocol, TypeVar
 
+from modelport.core.alarms import alarms_for
 from modelport.core.collect import Completion, collect_batches
 from modelport.core.errors import PayloadTooLarge
 from modelport.core.events import Event
@@ -114,7 +115,7 @@ async def read_limited(
 CLIENT_CLOSED = 499
 
 # A whole answer that takes longer than this starts watching for its client going away; one
-# that is quicker (most are) costs no watcher task.
+# that is quicker (most are) costs no watcher task, and no timer of its own (core/alarms.py).
 WATCH_AFTER_S = 0.25
 
 
@@ -137,7 +138,9 @@ async def unless_gone(work: Awaitable[T], disconnected: Callable[[], Awaitable[N
         nonlocal watcher
         watcher = asyncio.ensure_future(watch())
 
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    loop = asyncio.get_running_loop()
+    alarms = alarms_for(loop)
+    alarms.set(start_watching, loop.time() + WATCH_AFTER_S, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -149,7 +152,7 @@ async def unless_gone(work: Awaitable[T], disconnected: Callable[[], Awaitable[N
             trace.fail("client_closed", CLIENT_CLOSED)
         return None
     finally:
-        timer.cancel()
+        alarms.clear(start_watching)
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,7 +212,9 @@ async def pump(
         nonlocal watcher
         watcher = asyncio.ensure_future(watch())
 
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
+    loop = asyncio.get_running_loop()
+    alarms = alarms_for(loop)
+    alarms.set(start_watching, loop.time() + WATCH_AFTER_S, start_watching)
     try:
         async for item in items:
             chunk = encode(item)
@@ -225,7 +230,7 @@ async def pump(
         # A failed write: the client is gone (servers raise OSError or a RuntimeError subclass).
         gone = True
     finally:
-        timer.cancel()
+        alarms.clear(start_watching)
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):

@@ -14,6 +14,7 @@ from modelport.backends.http1.errors import (
     TotalTimeout,
 )
 from modelport.backends.http1.response import Headers, Response
+from modelport.core.alarms import alarms_for
 
 if TYPE_CHECKING:
     from modelport.backends.http1.client import Pool
@@ -41,6 +42,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
+        self._alarms = alarms_for(self._loop)
         self._transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -279,13 +281,20 @@ class Connection(asyncio.Protocol):
             timeout_at, error = deadline, TotalTimeout
         waiter = loop.create_future()
         self._waiter = waiter
-        timer = None if timeout_at is None else loop.call_at(timeout_at, _expire, waiter, error)
+        if timeout_at is None:
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+            return
+        # Bytes nearly always come first: an alarm, not a loop timer of its own.
+        alarms = self._alarms
+        alarms.set(waiter, timeout_at, _expire, waiter, error)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            alarms.clear(waiter)
 
     def _wake(self) -> None:
         waiter = self._waiter
