@@ -32,6 +32,7 @@ from tests.support.ops import (
     model,
     scrape,
     value,
+    wait_for_gauge,
 )
 from tests.support.postgres import postgres_url_or_skip
 
@@ -278,6 +279,24 @@ def test_metrics_need_the_token_or_a_loopback_client(tmp_path: Path) -> None:
         scrape(running.base_url)
         elsewhere = {"X-Forwarded-For": "203.0.113.9"}
         assert httpx.get(running.base_url + "/metrics", headers=elsewhere).status_code == 403
+
+
+def test_the_in_flight_gauges_count_a_request_while_it_runs(
+    server: RunningServer, http: httpx.Client, upstreams: Upstreams
+) -> None:
+    upstreams.steady.on("SLOW-TO-START", Script(text=["late"], first_byte_delay=1.5))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(chat, http, "ops/steady", "SLOW-TO-START")
+        gauge = "modelport_requests_in_flight"
+        assert wait_for_gauge(server.base_url, gauge, 1, model="ops/steady") == 1
+        during = scrape(server.base_url)
+        assert value(during, "modelport_backend_in_flight", backend="steady") == 1
+        assert running.result().status_code == 200
+    after = scrape(server.base_url)
+    assert value(after, "modelport_requests_in_flight", model="ops/steady") == 0
+    assert value(after, "modelport_backend_in_flight", backend="steady") == 0
+    # Every configured model has a series, whether or not it was asked for.
+    assert ("modelport_requests_in_flight", (("model", "ops/failover"),)) in after
 
 
 def test_metrics_add_up_over_worker_processes(tmp_path: Path, upstreams: Upstreams) -> None:

@@ -163,8 +163,18 @@ class AppState:
         return state
 
     def sample_gauges(self) -> None:
-        """Set the gauges that are states rather than events: each in-process engine's queue
-        and the billing write-behind backlog (this process's)."""
+        """Set the gauges that are states rather than events (this process's): requests in
+        flight per model and per backend, each in-process engine's queue and the billing
+        write-behind backlog. Sampled each GAUGE_SECONDS and at every scrape, rather than
+        moved on every request (which cost the request path four lock round trips)."""
+        in_flight = self.metering.in_flight
+        for model in self.routes:
+            metrics.in_flight.labels(model).set(in_flight.get(model, 0))
+        per_backend: dict[str, int] = {}
+        for guard in self.inference.guards():  # backends of one name count together
+            per_backend[guard.name] = per_backend.get(guard.name, 0) + guard.in_flight
+        for name, count in per_backend.items():
+            metrics.backend_in_flight.labels(name).set(count)
         for model_routes in self.routes.values():
             for route in model_routes:
                 backend = route.backend

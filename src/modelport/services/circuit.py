@@ -40,7 +40,6 @@ class Guard:
         "_clock",
         "_cooldown",
         "_failures",
-        "_in_flight_gauge",
         "_opened_at",
         "_probing",
         "_threshold",
@@ -70,7 +69,6 @@ class Guard:
         self._probing = False  # a half-open circuit's one request is out
         self.in_flight = 0
         metrics.circuit_state.labels(name).set(CLOSED)
-        self._in_flight_gauge = metrics.backend_in_flight.labels(name)  # looked up once
 
     # ---------------------------------------------------------------- routing
 
@@ -92,14 +90,12 @@ class Guard:
         if probe:
             self._probing = True
         self.in_flight += 1
-        self._in_flight_gauge.inc()
         return PROBE if probe else ADMITTED
 
     def release(self, probe: bool = False) -> None:
         """A request `admit` let through ended. A probe that ended without an outcome (its
         client left) lets the next request probe."""
         self.in_flight -= 1
-        self._in_flight_gauge.dec()
         if probe and self.state == HALF_OPEN:
             self._probing = False
 

@@ -180,7 +180,6 @@ class Metering:
         await self._limiter.admit(principal.key_id, rpm=limits.rpm, tpm=limits.tpm)
         admission = await self._admit(principal, card, request, incremental, trace)
         self.in_flight[card.id] = self.in_flight.get(card.id, 0) + 1
-        _series(card.id).in_flight.inc()
         ctx = CallContext(
             admission.request_id,
             card,
@@ -508,7 +507,6 @@ class Metering:
         else:
             self.in_flight.pop(model, None)
         series = _series(model)
-        series.in_flight.dec()
         card = admission.card
         if free or (meter.stop is None and status == "error" and usage.completion_tokens == 0):
             cost = 0  # failed before any output: nothing is billed
@@ -710,11 +708,10 @@ def _output_limit(card: ModelCard, request: ChatRequest, prompt: int, exact: boo
 class _Series:
     """One model's metric series (label lookups done once, not per request)."""
 
-    __slots__ = ("cost", "durations", "in_flight", "model", "tokens", "ttfts")
+    __slots__ = ("cost", "durations", "model", "tokens", "ttfts")
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.in_flight = metrics.in_flight.labels(model)
         self.cost = metrics.cost.labels(model)
         self.tokens = tuple(
             metrics.tokens.labels(model, kind)
