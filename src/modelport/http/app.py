@@ -221,7 +221,7 @@ class App:
         if settings.access_log and logging.getLogger("modelport.access").isEnabledFor(logging.INFO):
             self._access = AccessLog(settings.log_format)
         # modelport_requests_total's series by (door, model, backend, status).
-        self._request_counters: dict[tuple[str, str, str, int], Any] = {}
+        self._request_counters: dict[tuple[str, str, str, int], metrics.CounterSeries] = {}
 
     async def serve(self, exchange: Exchange) -> None:
         """One request, traced: its id (a valid X-Request-Id kept, else a new one) on the
@@ -257,8 +257,8 @@ class App:
         key = (trace.door, trace.model or "", trace.backend or "", status)
         counter = self._request_counters.get(key)
         if counter is None:
-            counter = self._request_counters[key] = metrics.requests.labels(
-                trace.door, key[1], key[2], str(status)
+            counter = self._request_counters[key] = metrics.counter_series(
+                metrics.requests, trace.door, key[1], key[2], str(status)
             )
         counter.inc()
         if self._access is not None and (status >= 400 or exchange.path not in PROBES):

@@ -166,7 +166,9 @@ class AppState:
         """Set the gauges that are states rather than events (this process's): requests in
         flight per model and per backend, each in-process engine's queue and the billing
         write-behind backlog. Sampled each GAUGE_SECONDS and at every scrape, rather than
-        moved on every request (which cost the request path four lock round trips)."""
+        moved on every request (which cost the request path four lock round trips). Hands
+        the request counters' tallies to the metrics library first (services/metrics.py)."""
+        metrics.flush()
         in_flight = self.metering.in_flight
         for model in self.routes:
             metrics.in_flight.labels(model).set(in_flight.get(model, 0))
@@ -265,6 +267,7 @@ class AppState:
             await self.metering.aclose()  # write what is pending, give back every lease
         except Exception:
             log.exception("closing the metering stage failed")
+        metrics.flush()  # a stopping worker's last counts, into its metrics files
         await self.limiter.aclose()
         if self.credit_events is not None:
             await self.credit_events.aclose()

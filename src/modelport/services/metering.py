@@ -708,16 +708,17 @@ def _output_limit(card: ModelCard, request: ChatRequest, prompt: int, exact: boo
 class _Series:
     """One model's metric series (label lookups done once, not per request)."""
 
-    __slots__ = ("cost", "durations", "model", "tokens", "ttfts")
+    __slots__ = ("cost", "durations", "model", "tokens")
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.cost = metrics.cost.labels(model)
+        self.cost = metrics.counter_series(metrics.cost, model)
         self.tokens = tuple(
-            metrics.tokens.labels(model, kind)
+            metrics.counter_series(metrics.tokens, model, kind)
             for kind in ("prompt", "completion", "reasoning", "cached")
         )
-        self.durations: dict[str, tuple[Any, Any]] = {}  # per backend
+        # Per backend: its duration and time-to-first-token histograms.
+        self.durations: dict[str, tuple[metrics.HistogramSeries, metrics.HistogramSeries]] = {}
 
     def settled(self, record: UsageRecord, latency: float, ttft: float | None) -> None:
         prompt, completion, reasoning, cached = self.tokens
@@ -733,8 +734,8 @@ class _Series:
         histograms = self.durations.get(backend)
         if histograms is None:
             histograms = self.durations[backend] = (
-                metrics.duration.labels(self.model, backend),
-                metrics.ttft.labels(self.model, backend),
+                metrics.histogram_series(metrics.duration, self.model, backend),
+                metrics.histogram_series(metrics.ttft, self.model, backend),
             )
         histograms[0].observe(latency)
         if ttft is not None:

@@ -7,11 +7,21 @@ client library's multiprocess mode), and `/metrics`, whichever worker answers it
 all. Without it (one process, tests, another ASGI server) the values live in memory.
 Gauges say how they combine across processes: summed over live processes (in flight, queue
 depth, writes waiting) or the largest (a circuit's state, the write-behind lag).
+
+The series every request moves (its count, tokens, cost, duration and time to first token)
+are tallied here in plain numbers (`counter_series`, `histogram_series`) and handed to the
+client library's values by `flush`: at every scrape, before it is read, and each second
+(http/state.py's sampler), so another worker's counts reach a scrape within a second. The
+client library's own path costs a lock round trip per value and a Python scan of the buckets
+per observation, about 8 % of a proxied request's instructions (docs/performance.md,
+2026-12-04).
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -100,6 +110,90 @@ billing_pending = Gauge(
     "Usage rows, charges and lease changes waiting to be written",
     multiprocess_mode="livesum",
 )
+
+
+class CounterSeries:
+    """One counter series' increments, added up until the next `flush`."""
+
+    __slots__ = ("_child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self.pending: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        pending = self.pending
+        if pending:
+            self.pending = 0
+            self._child.inc(pending)
+
+
+class HistogramSeries:
+    """One histogram series' observations, counted per bucket until the next `flush`."""
+
+    __slots__ = ("_bounds", "_child", "_counts", "_observed", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        # The client library's upper bounds, +Inf last, and its value per bucket (not
+        # cumulative: its exposition adds them up), with the sum: the one place this module
+        # reaches into it (tests/unit/services/test_metrics.py checks it stays so).
+        self._bounds: tuple[float, ...] = tuple(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._observed = False
+
+    def observe(self, value: float) -> None:
+        # The first bound at or above the value: Prometheus buckets count value <= le.
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+        self._observed = True
+
+    def flush(self) -> None:
+        if not self._observed:
+            return
+        buckets = self._child._buckets
+        counts = self._counts
+        for index, count in enumerate(counts):
+            if count:
+                buckets[index].inc(count)
+                counts[index] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+        self._observed = False
+
+
+_tallied: dict[tuple[int, tuple[str, ...]], CounterSeries | HistogramSeries] = {}
+
+
+def counter_series(family: Counter, *labels: str) -> CounterSeries:
+    """`family`'s series with these label values, tallied (the same object each time)."""
+    key = (id(family), labels)
+    series = _tallied.get(key)
+    if series is None:
+        series = _tallied[key] = CounterSeries(family.labels(*labels))
+    assert isinstance(series, CounterSeries)
+    return series
+
+
+def histogram_series(family: Histogram, *labels: str) -> HistogramSeries:
+    """`family`'s series with these label values, tallied (the same object each time)."""
+    key = (id(family), labels)
+    series = _tallied.get(key)
+    if series is None:
+        series = _tallied[key] = HistogramSeries(family.labels(*labels))
+    assert isinstance(series, HistogramSeries)
+    return series
+
+
+def flush() -> None:
+    """Hand every tallied series' counts to the client library (in multiprocess mode: write
+    them to this process's files). Call on the event loop, where the tallies are moved."""
+    for series in list(_tallied.values()):
+        series.flush()
 
 
 def multiprocess_dir() -> str | None:
