@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -166,26 +166,26 @@ class HistogramSeries:
         self._observed = False
 
 
+_S = TypeVar("_S", CounterSeries, HistogramSeries)
 _tallied: dict[tuple[int, tuple[str, ...]], CounterSeries | HistogramSeries] = {}
 
 
 def counter_series(family: Counter, *labels: str) -> CounterSeries:
     """`family`'s series with these label values, tallied (the same object each time)."""
-    key = (id(family), labels)
-    series = _tallied.get(key)
-    if series is None:
-        series = _tallied[key] = CounterSeries(family.labels(*labels))
-    assert isinstance(series, CounterSeries)
-    return series
+    return _series(CounterSeries, family, labels)
 
 
 def histogram_series(family: Histogram, *labels: str) -> HistogramSeries:
     """`family`'s series with these label values, tallied (the same object each time)."""
+    return _series(HistogramSeries, family, labels)
+
+
+def _series(kind: type[_S], family: Counter | Histogram, labels: tuple[str, ...]) -> _S:
     key = (id(family), labels)
     series = _tallied.get(key)
     if series is None:
-        series = _tallied[key] = HistogramSeries(family.labels(*labels))
-    assert isinstance(series, HistogramSeries)
+        series = _tallied[key] = kind(family.labels(*labels))
+    assert isinstance(series, kind)
     return series
 
 
