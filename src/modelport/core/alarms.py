@@ -97,8 +97,9 @@ def alarms_for(loop: asyncio.AbstractEventLoop) -> Alarms:
         return last
     alarms = _by_loop.get(loop)
     if alarms is None:
-        for closed in [other for other in _by_loop if other.is_closed()]:
-            del _by_loop[closed]
+        for other in list(_by_loop):  # a copy: a loop in another thread may add its own
+            if other.is_closed():
+                _by_loop.pop(other, None)
         alarms = _by_loop[loop] = Alarms(loop)
     _last = alarms
     return alarms
