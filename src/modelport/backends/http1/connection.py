@@ -281,20 +281,14 @@ class Connection(asyncio.Protocol):
             timeout_at, error = deadline, TotalTimeout
         waiter = loop.create_future()
         self._waiter = waiter
-        if timeout_at is None:
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-            return
-        # Bytes nearly always come first: an alarm, not a loop timer of its own.
-        alarms = self._alarms
-        alarms.set(waiter, timeout_at, _expire, waiter, error)
+        if timeout_at is not None:
+            # Bytes nearly always come first: an alarm, not a loop timer of its own.
+            self._alarms.set(waiter, timeout_at, _expire, waiter, error)
         try:
             await waiter
         finally:
             self._waiter = None
-            alarms.clear(waiter)
+            self._alarms.clear(waiter)
 
     def _wake(self) -> None:
         waiter = self._waiter
